@@ -1,0 +1,21 @@
+"""Compiled kernels: only @njit functions, arrays in, preallocated arrays out, no I/O.
+
+Dimension legend, used by every kernel and by the model around them:
+    B   streams in a minibatch
+    T   time steps in a window
+    V   vocabulary size
+    H   hidden size of every layer
+    L   number of stacked layers
+    G   gate blocks per cell (LSTM 4, GRU 3, RNN 1); GH = G * H
+Sequence arrays are time-major, (T, B, ...), so each step's slice is contiguous.
+
+Gate order along the GH axis (block k occupies columns k*H .. (k+1)*H):
+    LSTM  i, f, o, g   input, forget, output gates (sigmoid) then the candidate g (tanh)
+                        c' = f * c + i * g,   h' = o * tanh(c')
+    GRU   r, z, n      reset, update gates (sigmoid) then the candidate n (tanh), PyTorch's form:
+                        n = tanh(x W_xn + b_n + r * (h W_hn + b_hn)),   h' = (1 - z) * n + z * h
+    RNN   a            h' = tanh(x W_x + h W_h + b)
+"""
+
+LSTM, GRU, RNN = "lstm", "gru", "rnn"
+GATE_BLOCKS = {LSTM: 4, GRU: 3, RNN: 1}

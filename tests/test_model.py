@@ -1,0 +1,193 @@
+"""The model's compiled forward and hand-derived backward against NumPy and finite differences."""
+
+import numpy as np
+import pytest
+
+from charrnn.errors import CharrnnError
+from charrnn.model import Model, ModelConfig, NonFiniteLoss, parameter_shapes
+from reference import numerical_gradient, reference_forward, relative_error
+
+CELLS = ["lstm", "gru", "rnn"]
+
+
+def tiny_problem(cell, carried_state, dropout=0.0, B=2, T=4, V=5, H=3, L=2, seed=0):
+    config = ModelConfig(cell=cell, vocab_size=V, hidden=H, layers=L, dropout=dropout)
+    rng = np.random.default_rng(seed)
+    # Larger than the default init so every nonlinearity works away from its linear region.
+    params = {n: rng.normal(0, 0.5, size=s) for n, s in parameter_shapes(config).items()}
+    model = Model(config, params=params, dtype=np.float64)
+    inputs = rng.integers(0, V, size=(B, T))
+    targets = rng.integers(0, V, size=(B, T))
+    state = model.initial_state(B)
+    if carried_state:
+        state[0] = rng.normal(0, 0.5, size=state[0].shape)
+        if cell == "lstm":
+            state[1] = rng.normal(0, 0.5, size=state[1].shape)
+    return model, inputs, targets, state
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("carried_state", [False, True])
+def test_forward_matches_numpy_reference(cell, carried_state):
+    model, inputs, targets, state = tiny_problem(cell, carried_state, B=3, T=6, V=7, H=4, L=3)
+    loss, final = model.loss(inputs, targets, state)
+    ref_loss, ref_final = reference_forward(model.config, model.params, inputs, targets, state)
+    assert abs(loss - ref_loss) <= 1e-10 * abs(ref_loss)
+    np.testing.assert_allclose(final, ref_final, rtol=1e-10, atol=1e-12)
+
+
+def check_every_gradient(model, inputs, targets, state, dropout_seed=None, entries=None, floor=1e-9):
+    """Finite differences of J = loss + <w, final state> against backward, over params and state."""
+    rng = np.random.default_rng(123)
+    final_weights = rng.normal(size=state.shape)
+    if model.config.cell != "lstm":
+        final_weights[1] = 0.0
+
+    def dropout_rng():
+        return None if dropout_seed is None else np.random.default_rng(dropout_seed)
+
+    def objective():
+        loss, final = model.forward(inputs, targets, state, train=True, dropout_rng=dropout_rng())
+        return loss + float((final_weights * final).sum())
+
+    objective()
+    grads = model.zeros_like_params()
+    dstate = model.backward(grads, dfinal_state=final_weights)
+    worst = 0.0
+    targets_to_check = [(name, model.params[name], grads[name]) for name in model.params]
+    targets_to_check.append(("state", state, dstate))
+    for name, array, analytic in targets_to_check:
+        indices = list(np.ndindex(array.shape))
+        if entries is not None:
+            picks = rng.choice(len(indices), size=min(entries, len(indices)), replace=False)
+            indices = [indices[k] for k in picks]
+        for index in indices:
+            numeric = numerical_gradient(objective, array, index)
+            error = relative_error(analytic[index], numeric, floor)
+            worst = max(worst, error)
+            assert error <= 1e-6, f"{name}{index}: analytic {analytic[index]} numeric {numeric}"
+    return worst
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("carried_state", [False, True])
+def test_every_gradient_entry_matches_finite_differences(cell, carried_state):
+    model, inputs, targets, state = tiny_problem(cell, carried_state)
+    check_every_gradient(model, inputs, targets, state)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_with_dropout_match_finite_differences(cell):
+    model, inputs, targets, state = tiny_problem(cell, True, dropout=0.3)
+    check_every_gradient(model, inputs, targets, state, dropout_seed=7)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_medium_size_gradient_sample(cell):
+    model, inputs, targets, state = tiny_problem(cell, True, B=4, T=12, V=17, H=16, L=2, seed=3)
+    for name in model.params:  # keep activations out of saturation at this width
+        model.params[name] *= 0.3
+    # Over 12 steps many entries are ~1e-6 small, where the difference quotient is only good to ~1e-11.
+    check_every_gradient(model, inputs, targets, state, entries=25, floor=1e-4)
+
+
+def test_gradient_accumulates():
+    model, inputs, targets, state = tiny_problem("lstm", True)
+    once = model.zeros_like_params()
+    model.loss_and_grads(inputs, targets, state, once)
+    twice = model.zeros_like_params()
+    model.loss_and_grads(inputs, targets, state, twice)
+    model.loss_and_grads(inputs, targets, state, twice)
+    for name in once:
+        np.testing.assert_allclose(twice[name], 2 * once[name], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_single_steps_equal_the_sequence_forward(cell):
+    model, inputs, targets, state = tiny_problem(cell, True, B=3, T=7)
+    model.forward(inputs, None, state)
+    sequence_logits = model.last_logits.reshape(7, 3, -1).copy()
+    _, sequence_final = model.forward(inputs, None, state)
+    stepped = state.copy()
+    for t in range(7):
+        logits = model.step(inputs[:, t], stepped)
+        np.testing.assert_allclose(logits, sequence_logits[t], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(stepped, sequence_final, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_float32_agrees_with_float64(cell):
+    model64, inputs, targets, state = tiny_problem(cell, True, B=4, T=10, V=9, H=8)
+    model32 = Model(model64.config, params=model64.params, dtype=np.float32)
+    loss64, final64 = model64.loss(inputs, targets, state)
+    loss32, final32 = model32.loss(inputs, targets, state.astype(np.float32))
+    assert model32.params["out.W"].dtype == np.float32
+    assert final32.dtype == np.float32
+    assert abs(loss32 - loss64) < 1e-5 * abs(loss64)
+    np.testing.assert_allclose(final32, final64, atol=1e-5)
+    grads64, grads32 = model64.zeros_like_params(), model32.zeros_like_params()
+    model64.loss_and_grads(inputs, targets, state, grads64)
+    model32.loss_and_grads(inputs, targets, state.astype(np.float32), grads32)
+    for name in grads64:
+        assert grads32[name].dtype == np.float32
+        np.testing.assert_allclose(grads32[name], grads64[name], atol=2e-5)
+
+
+def test_record_matches_the_sequence_forward():
+    model, inputs, _, _ = tiny_problem("lstm", False, B=1, T=9, L=2)
+    recorded = model.record(inputs[0])
+    _, final = model.forward(inputs, None, model.initial_state(1))
+    np.testing.assert_allclose(recorded["h"][-1], final[0, :, 0])
+    np.testing.assert_allclose(recorded["c"][-1], final[1, :, 0])
+    assert recorded["gates"].shape == (9, 2, 12)
+    assert recorded["logits"].shape == (9, 5)
+    i_gate = recorded["gates"][:, :, :3]
+    assert np.all((i_gate > 0) & (i_gate < 1))
+
+
+def test_initialisation_is_seeded_and_sets_the_forget_bias():
+    config = ModelConfig("lstm", vocab_size=10, hidden=6, layers=2)
+    a, b, c = Model(config, seed=1), Model(config, seed=1), Model(config, seed=2)
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+    assert not np.array_equal(a.params["out.W"], c.params["out.W"])
+    bias = a.params["layer1.b"]
+    assert np.all(bias[6:12] == 1.0) and np.all(np.abs(bias[:6]) <= 0.08)
+    assert a.num_parameters == sum(int(np.prod(s)) for s in parameter_shapes(config).values())
+
+
+@pytest.mark.parametrize(
+    "bad_inputs, message",
+    [
+        (np.array([[0, 1, 9]]), "outside this model's vocabulary"),
+        (np.array([[0, -1, 2]]), "outside this model's vocabulary"),
+        (np.array([[0.0, 1.0, 2.0]]), "integer"),
+        (np.array([0, 1, 2]), "(batch, steps)"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(bad_inputs, message):
+    model = Model(ModelConfig("lstm", vocab_size=5, hidden=3, layers=1))
+    with pytest.raises(CharrnnError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        model.loss(bad_inputs, np.zeros_like(bad_inputs, dtype=int), model.initial_state(1))
+
+
+def test_mismatched_state_and_params_raise_clear_errors():
+    model = Model(ModelConfig("lstm", vocab_size=5, hidden=3, layers=2))
+    with pytest.raises(CharrnnError, match="state has shape"):
+        model.loss(np.zeros((2, 3), int), np.zeros((2, 3), int), model.initial_state(1))
+    params = dict(model.params)
+    params["out.W"] = np.zeros((4, 5), np.float32)
+    with pytest.raises(CharrnnError, match="out.W has shape"):
+        Model(model.config, params=params)
+    del params["out.W"]
+    with pytest.raises(CharrnnError, match="missing"):
+        Model(model.config, params=params)
+    with pytest.raises(CharrnnError, match="unknown model type"):
+        ModelConfig("transformer", 5, 3, 1)
+
+
+def test_non_finite_loss_is_reported():
+    model, inputs, targets, state = tiny_problem("lstm", False)
+    model.params["out.b"][:] = np.nan
+    with pytest.raises(NonFiniteLoss):
+        model.loss_and_grads(inputs, targets, state, model.zeros_like_params())

@@ -1,0 +1,60 @@
+"""The `charrnn` command: a click group whose subcommands live in charrnn.commands."""
+
+import importlib
+import sys
+
+import click
+
+from charrnn import __version__
+from charrnn.errors import CharrnnError
+
+# (module in charrnn.commands, click command object in it)
+SUBCOMMANDS = [
+    ("corpus", "corpus"),
+    ("train", "train"),
+    ("sample", "sample"),
+    ("evaluate", "evaluate"),
+    ("evaluate", "info"),
+    ("inspect", "inspect"),
+]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="charrnn")
+def cli():
+    """Character-level LSTM/GRU/RNN language models: train, sample, evaluate and inspect."""
+
+
+for module_name, command_name in SUBCOMMANDS:
+    try:
+        module = importlib.import_module(f"charrnn.commands.{module_name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"charrnn.commands.{module_name}":
+            raise
+        continue
+    cli.add_command(getattr(module, command_name))
+
+
+def main(argv=None):
+    """Entry point: user errors print one line on stderr and exit 1, Ctrl-C exits 130."""
+    try:
+        cli.main(args=argv, prog_name="charrnn", standalone_mode=False)
+    except CharrnnError as error:
+        click.echo(f"charrnn: error: {error}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("charrnn: interrupted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("charrnn: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except BrokenPipeError:
+        # `charrnn sample ... | head` closes the pipe early; that is not an error.
+        sys.stderr.close()
+        sys.exit(0)
+    except OSError as error:
+        click.echo(f"charrnn: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), err=True)
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""One module per `charrnn` subcommand; charrnn.cli registers them."""

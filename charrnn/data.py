@@ -1,0 +1,445 @@
+"""Corpus loading, the symbol vocabulary, train/val/test splits and minibatching.
+
+A corpus is read either as Unicode text ("utf-8": symbols are characters) or as raw bytes
+("bytes": symbols are the byte values that occur). Either way it becomes one array of symbol
+ids in the smallest unsigned dtype that fits the vocabulary, so a 100 MB corpus stays 100 MB.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from charrnn.errors import CharrnnError
+
+UTF8, BYTES = "utf-8", "bytes"
+ENCODINGS = (UTF8, BYTES)
+_ENCODING_ALIASES = {"utf-8": UTF8, "utf8": UTF8, "bytes": BYTES, "byte": BYTES, "raw": BYTES}
+
+# Text files essentially never contain NUL; UTF-16 text and binaries are full of them.
+_MAX_NUL_FRACTION = 0.001
+# Symbols per chunk when counting and mapping: numpy widens index arrays to int64, and
+# text to UTF-32, so whole-corpus temporaries would cost 4-8x the corpus size.
+_CHUNK = 1 << 22
+_BOM = "\ufeff"
+
+
+def normalize_encoding(encoding: str) -> str:
+    """Return "utf-8" or "bytes" for a user-given encoding name, or raise CharrnnError."""
+    key = str(encoding).strip().lower()
+    if key not in _ENCODING_ALIASES:
+        raise CharrnnError(f"unknown encoding {encoding!r}; use --encoding utf-8 or --encoding bytes")
+    return _ENCODING_ALIASES[key]
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """Smallest unsigned integer dtype that can hold ids 0..vocab_size-1."""
+    if vocab_size <= 1 << 8:
+        return np.dtype(np.uint8)
+    if vocab_size <= 1 << 16:
+        return np.dtype(np.uint16)
+    return np.dtype(np.uint32)
+
+
+def symbol_label(symbol: str | int) -> str:
+    """A short, visible, unambiguous label for one symbol (a character or a byte value).
+
+    Space becomes "␣", newline/tab/CR become \\n \\t \\r, other invisible characters and
+    non-ASCII bytes become \\xNN / \\uNNNN escapes, and a backslash is doubled.
+    """
+    if isinstance(symbol, (int, np.integer)):
+        value = int(symbol)
+        if value >= 0x80:
+            return f"\\x{value:02x}"  # a lone byte of a multi-byte sequence is not a character
+        symbol = chr(value)
+    special = {" ": "␣", "\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\", "␣": "\\u2423"}
+    if symbol in special:
+        return special[symbol]
+    code = ord(symbol)
+    if symbol.isprintable() and unicodedata.category(symbol) not in ("Zs", "Mn", "Me", "Cf"):
+        return symbol
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+class Vocab:
+    """Sorted symbol set of a corpus with encode/decode between text and id arrays.
+
+    mode "utf-8": symbols are one-character strings, sorted by code point.
+    mode "bytes": symbols are the byte values (ints 0..255) that occur, sorted.
+    """
+
+    def __init__(self, symbols, mode: str = UTF8):
+        mode = normalize_encoding(mode)
+        if mode == BYTES:
+            values = [int(s) for s in symbols]
+            if any(not 0 <= v <= 255 for v in values):
+                raise CharrnnError("a bytes vocabulary holds values 0..255; the checkpoint or vocabulary file is corrupt")
+            codes = np.array(values, dtype=np.int64)
+        else:
+            if any(not isinstance(s, str) or len(s) != 1 for s in symbols):
+                raise CharrnnError("a utf-8 vocabulary holds single characters; the checkpoint or vocabulary file is corrupt")
+            codes = np.array([ord(s) for s in symbols], dtype=np.int64)
+        if codes.size == 0:
+            raise CharrnnError("the vocabulary is empty; train on a non-empty corpus")
+        if np.any(np.diff(codes) <= 0):
+            raise CharrnnError("vocabulary symbols must be sorted and distinct; the checkpoint or vocabulary file is corrupt")
+        self.mode = mode
+        self._codes = codes  # code point or byte value of each id, ascending
+        self._lookup = np.full(int(codes[-1]) + 1, -1, dtype=np.int64)
+        self._lookup[codes] = np.arange(codes.size)
+        self.dtype = id_dtype(codes.size)
+
+    @classmethod
+    def from_text(cls, text: str | bytes, mode: str = UTF8) -> "Vocab":
+        """Vocabulary of every symbol occurring in text (str for utf-8; bytes for bytes mode)."""
+        mode = normalize_encoding(mode)
+        codes = _codes_of(text, mode)
+        return cls._from_codes(np.flatnonzero(np.bincount(codes)), mode)
+
+    @classmethod
+    def _from_codes(cls, codes: np.ndarray, mode: str) -> "Vocab":
+        if mode == BYTES:
+            return cls([int(c) for c in codes], BYTES)
+        return cls([chr(int(c)) for c in codes], UTF8)
+
+    @property
+    def symbols(self) -> list:
+        """Symbols in id order: one-character strings (utf-8) or ints (bytes)."""
+        if self.mode == BYTES:
+            return [int(c) for c in self._codes]
+        return [chr(int(c)) for c in self._codes]
+
+    def __len__(self) -> int:
+        return int(self._codes.size)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vocab) and self.mode == other.mode and np.array_equal(self._codes, other._codes)
+
+    def __repr__(self) -> str:
+        return f"Vocab(mode={self.mode!r}, size={len(self)})"
+
+    def unknown(self, text: str | bytes) -> list:
+        """Sorted distinct symbols of text that are not in this vocabulary."""
+        return self._missing(np.unique(_codes_of(text, self.mode)))
+
+    def _missing(self, codes: np.ndarray) -> list:
+        inside = codes < self._lookup.size
+        known = np.zeros(codes.size, dtype=bool)
+        known[inside] = self._lookup[codes[inside]] >= 0
+        missing = codes[~known]
+        return [int(c) for c in missing] if self.mode == BYTES else [chr(int(c)) for c in missing]
+
+    def encode(self, text: str | bytes) -> np.ndarray:
+        """Ids of text (str, or bytes in bytes mode; a str is UTF-8 encoded there) as a 1-D array.
+
+        Raises CharrnnError naming the symbols that are not in the vocabulary.
+        """
+        codes = _codes_of(text, self.mode)
+        if codes.size == 0:
+            return np.zeros(0, dtype=self.dtype)
+        ids = self._lookup[codes] if codes.max() < self._lookup.size else None
+        if ids is None or ids.min() < 0:
+            missing = self._missing(np.unique(codes))
+            shown = " ".join(symbol_label(s) for s in missing[:20])
+            more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+            raise CharrnnError(
+                f"text contains symbols the model never saw: {shown}{more}; use only symbols from the training corpus"
+            )
+        return ids.astype(self.dtype)
+
+    def decode_bytes(self, ids) -> bytes:
+        """Bytes for ids: the raw bytes (bytes mode) or the UTF-8 encoding of the text."""
+        codes = self._codes_of_ids(ids)
+        if self.mode == BYTES:
+            return codes.astype(np.uint8).tobytes()
+        return codes.astype(np.uint32).tobytes().decode("utf-32-le").encode("utf-8")
+
+    def decode(self, ids) -> str:
+        """Text for ids; in bytes mode invalid UTF-8 shows as U+FFFD (for display only)."""
+        codes = self._codes_of_ids(ids)
+        if self.mode == BYTES:
+            return codes.astype(np.uint8).tobytes().decode("utf-8", errors="replace")
+        return codes.astype(np.uint32).tobytes().decode("utf-32-le")
+
+    def _codes_of_ids(self, ids) -> np.ndarray:
+        ids = np.asarray(ids).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
+            raise CharrnnError(f"symbol id out of range 0..{len(self) - 1}; the ids do not belong to this vocabulary")
+        return self._codes[ids.astype(np.int64)]
+
+    def labels(self) -> list[str]:
+        """Visible label of each symbol in id order (see symbol_label)."""
+        return [symbol_label(s) for s in self.symbols]
+
+    def printable(self) -> str:
+        """All symbols as one line of space-separated visible labels, in id order."""
+        return " ".join(self.labels())
+
+    def to_dict(self) -> dict:
+        """JSON-able form: {"mode": ..., "symbols": [...]} (strings, or ints for bytes)."""
+        return {"mode": self.mode, "symbols": self.symbols}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Vocab":
+        """Inverse of to_dict; raises CharrnnError when d is malformed."""
+        if not isinstance(d, dict) or "mode" not in d or "symbols" not in d:
+            raise CharrnnError("vocabulary record lacks 'mode' or 'symbols'; the checkpoint is corrupt")
+        return cls(d["symbols"], d["mode"])
+
+
+def _codes_of(text: str | bytes, mode: str) -> np.ndarray:
+    """Code points (utf-8 mode) or byte values (bytes mode) of text as an integer array."""
+    if mode == BYTES:
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        return np.frombuffer(data, dtype=np.uint8)
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8")
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+@dataclass
+class Corpus:
+    """A loaded corpus: ids (1-D unsigned array), its vocabulary, and where it came from."""
+
+    ids: np.ndarray
+    vocab: Vocab
+    path: Path
+    n_chars: int
+    encoding: str
+
+
+def load_corpus(path, encoding: str = UTF8) -> Corpus:
+    """Read a corpus file into ids + vocabulary; raise CharrnnError for unusable files.
+
+    In utf-8 mode a leading byte-order mark is dropped (it marks the encoding, it is not text).
+    """
+    encoding = normalize_encoding(encoding)
+    path = Path(path)
+    data = _read_corpus_bytes(path)
+    if encoding == UTF8:
+        _reject_binary(path, data)
+    if encoding == BYTES or data.isascii():
+        # ASCII bytes are their own code points: no decoding, no 4x UTF-32 copy.
+        ids, symbols = _index_codes(lambda: _array_chunks(np.frombuffer(data, dtype=np.uint8)))
+    else:
+        text = _decode_utf8(path, data)
+        del data
+        if text.startswith(_BOM):
+            text = text[1:]
+        ids, symbols = _index_codes(lambda: _codepoint_chunks(text))
+    if symbols.size == 0:
+        raise CharrnnError(f"corpus file {path} holds no text (only a byte-order mark); pass a file with some text in it")
+    if symbols.size == 1:
+        only = symbol_label(int(symbols[0]) if encoding == BYTES else chr(int(symbols[0])))
+        raise CharrnnError(
+            f"{path} contains a single distinct symbol ({only}); a language model needs at least 2 — use a real text file"
+        )
+    vocab = Vocab._from_codes(symbols, encoding)
+    return Corpus(ids=ids, vocab=vocab, path=path, n_chars=int(ids.size), encoding=encoding)
+
+
+def _codepoint_chunks(text: str) -> Iterator[np.ndarray]:
+    """Code points of text, a bounded slice at a time."""
+    for start in range(0, len(text), _CHUNK):
+        yield np.frombuffer(text[start : start + _CHUNK].encode("utf-32-le"), dtype=np.uint32)
+
+
+def _array_chunks(codes: np.ndarray) -> Iterator[np.ndarray]:
+    for start in range(0, codes.size, _CHUNK):
+        yield codes[start : start + _CHUNK]
+
+
+def _index_codes(make_chunks) -> tuple[np.ndarray, np.ndarray]:
+    """Map codes to dense ids in sorted-code order; returns (ids, distinct codes).
+
+    make_chunks() returns a fresh iterator over the codes in chunks; it is called twice
+    (count the symbols, then map them) so no whole-corpus temporary is needed.
+    """
+    counts = np.zeros(0, dtype=np.int64)
+    total = 0
+    for chunk in make_chunks():
+        chunk_counts = np.bincount(chunk)
+        if chunk_counts.size > counts.size:
+            chunk_counts[: counts.size] += counts
+            counts = chunk_counts
+        else:
+            counts[: chunk_counts.size] += chunk_counts
+        total += chunk.size
+    symbols = np.flatnonzero(counts)
+    dtype = id_dtype(max(symbols.size, 1))
+    lookup = np.zeros(counts.size, dtype=dtype)
+    lookup[symbols] = np.arange(symbols.size, dtype=dtype)
+    ids = np.empty(total, dtype=dtype)
+    start = 0
+    for chunk in make_chunks():
+        ids[start : start + chunk.size] = lookup[chunk]
+        start += chunk.size
+    return ids, symbols
+
+
+def _read_corpus_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise CharrnnError(f"corpus file {path} does not exist; check the path or get one with `charrnn corpus`")
+    if path.is_dir():
+        raise CharrnnError(f"{path} is a directory; pass a text file such as {path}/input.txt")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CharrnnError(f"cannot read corpus file {path} ({exc.strerror}); check its permissions") from exc
+    if not data:
+        raise CharrnnError(f"corpus file {path} is empty; pass a file with some text in it")
+    return data
+
+
+def _reject_binary(path: Path, data: bytes) -> None:
+    nuls = data.count(0)
+    if nuls > _MAX_NUL_FRACTION * len(data):
+        raise CharrnnError(
+            f"{path} looks like a binary or UTF-16 file ({nuls} NUL bytes); "
+            "train on raw bytes with --encoding bytes or convert it to UTF-8 text"
+        )
+
+
+def _decode_utf8(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CharrnnError(
+            f"{path} is not valid UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "train on raw bytes with --encoding bytes"
+        ) from None
+
+
+def split_corpus(ids: np.ndarray, val_frac: float = 0.1, test_frac: float = 0.0) -> dict[str, np.ndarray]:
+    """Contiguous views {"train", "val", "test"}: train first, then val, then test.
+
+    Boundaries are int(n * (1 - val - test)) and int(n * (1 - test)), so val_frac=0.1 gives
+    nanoGPT's shakespeare_char split (first 90% train, last 10% val).
+    """
+    for name, frac in (("validation", val_frac), ("test", test_frac)):
+        if isinstance(frac, bool) or not isinstance(frac, numbers.Real) or not (math.isfinite(frac) and frac >= 0):
+            raise CharrnnError(f"the {name} fraction must be a number >= 0, got {frac!r}")
+    if val_frac + test_frac >= 1:
+        raise CharrnnError(
+            f"validation + test fractions must leave some training text (got {val_frac} + {test_frac} >= 1); lower them"
+        )
+    n = len(ids)
+    train_end = int(n * (1.0 - val_frac - test_frac))
+    val_end = n if test_frac == 0 else int(n * (1.0 - test_frac))
+    return {"train": ids[:train_end], "val": ids[train_end:val_end], "test": ids[val_end:]}
+
+
+class BatchLoader:
+    """char-rnn / torch-rnn style minibatches with state carried between consecutive windows.
+
+    The split is cut into B contiguous streams of equal length (inputs) with targets shifted
+    by one character; batch k is column window [k*T, (k+1)*T) of every stream, so row b of
+    one batch continues row b of the previous batch. A stream tail shorter than T is skipped.
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int):
+        if batch_size < 1 or seq_length < 1:
+            raise CharrnnError("batch size and sequence length must be at least 1")
+        needed = batch_size * seq_length + 1
+        if len(ids) < needed:
+            raise CharrnnError(
+                f"the training split has {len(ids)} characters but batch size {batch_size} x sequence length "
+                f"{seq_length} needs at least {needed}; use a smaller --batch-size or --seq-length, or a longer corpus"
+            )
+        self.batch_size = batch_size
+        self.seq_length = seq_length
+        self.stream_length = (len(ids) - 1) // batch_size
+        self.batches_per_epoch = self.stream_length // seq_length
+        span = batch_size * self.stream_length
+        ids = np.ascontiguousarray(ids)
+        # Views, not copies: the corpus stays in its compact dtype until a window is cut.
+        self._inputs = ids[:span].reshape(batch_size, self.stream_length)
+        self._targets = ids[1 : span + 1].reshape(batch_size, self.stream_length)
+        self.position = 0
+        self.epoch = 0
+
+    @property
+    def _epoch_end(self) -> int:
+        return self.batches_per_epoch * self.seq_length
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(inputs, targets, reset): int32 (B, T) arrays; reset is True when this window
+        starts a new pass over the streams (including the very first batch), so the
+        carried hidden state must be zeroed."""
+        if self.position + self.seq_length > self._epoch_end:
+            self.position = 0
+            self.epoch += 1
+        reset = self.position == 0
+        window = slice(self.position, self.position + self.seq_length)
+        inputs = np.ascontiguousarray(self._inputs[:, window], dtype=np.int32)
+        targets = np.ascontiguousarray(self._targets[:, window], dtype=np.int32)
+        self.position += self.seq_length
+        return inputs, targets, reset
+
+    @property
+    def epoch_fraction(self) -> float:
+        """Epochs completed so far, counting the current one fractionally."""
+        return self.epoch + self.position / self._epoch_end
+
+    def state_dict(self) -> dict:
+        """{"position", "epoch"}: enough to continue with exactly the next batch after a resume."""
+        return {"position": int(self.position), "epoch": int(self.epoch)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state_dict; raises CharrnnError when it does not fit this loader."""
+        try:
+            position, epoch = int(state["position"]), int(state["epoch"])
+        except (KeyError, TypeError, ValueError):
+            raise CharrnnError("the checkpoint's data loader state is malformed; start a fresh run") from None
+        if not 0 <= position <= self._epoch_end or epoch < 0:
+            raise CharrnnError(
+                f"the checkpoint's loader position {position} does not fit streams of {self.stream_length} characters; "
+                "resume with the same corpus, --batch-size and --seq-length"
+            )
+        self.position, self.epoch = position, epoch
+
+
+def eval_stream_count(n_chars: int, batch_size: int) -> int:
+    """Number of streams iter_eval_windows uses: batch_size, reduced so each stream has
+    at least one character to predict (n_chars >= streams + 1)."""
+    return max(1, min(batch_size, n_chars - 1))
+
+
+def iter_eval_windows(ids: np.ndarray, batch_size: int, seq_length: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (inputs, targets) int32 windows (B, t<=T) covering the whole split, for evaluation
+    with state carried from window to window (start from zero state, B = inputs.shape[0]).
+
+    The split becomes B streams of S = (n-1)//B inputs each, targets shifted by one, the last
+    window partial. Every character is predicted exactly once except the split's first and its
+    last (n-1) mod B (< B) characters. B is reduced when the split is too short for B streams
+    (see eval_stream_count).
+    """
+    n = len(ids)
+    if n < 2:
+        raise CharrnnError(
+            f"the evaluation split has {n} characters but needs at least 2; use a larger validation fraction or a longer corpus"
+        )
+    if batch_size < 1 or seq_length < 1:
+        raise CharrnnError("batch size and sequence length must be at least 1")
+    streams = eval_stream_count(n, batch_size)
+    stream_length = (n - 1) // streams
+    span = streams * stream_length
+    ids = np.ascontiguousarray(ids)
+    inputs = ids[:span].reshape(streams, stream_length)
+    targets = ids[1 : span + 1].reshape(streams, stream_length)
+    for start in range(0, stream_length, seq_length):
+        window = slice(start, start + seq_length)
+        yield (
+            np.ascontiguousarray(inputs[:, window], dtype=np.int32),
+            np.ascontiguousarray(targets[:, window], dtype=np.int32),
+        )

@@ -1,0 +1,72 @@
+"""What a charrnn checkpoint holds, on top of charrnn.checkpoint's file format.
+
+Arrays:  "param/<name>"  model parameters
+         "optim/<key>"   optimizer state (training checkpoints)
+         "state/train"   hidden state carried across training windows, (2, L, B, H)
+Meta:    "model" (ModelConfig dict), "vocab" (Vocab dict), "iteration", "epoch", "train_config",
+         "corpus" (path, encoding, sha256, n_chars, val_frac, test_frac), "history", "val_loss",
+         "best_val_loss", "train_seconds", plus "loader", "rng", "optimizer" for resuming.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from charrnn.checkpoint import load_checkpoint, save_checkpoint
+from charrnn.data import Vocab, load_corpus, split_corpus
+from charrnn.errors import CharrnnError
+from charrnn.model import Model, ModelConfig
+
+PARAM = "param/"
+
+
+def save_model(path, model, vocab, meta=None, extra_arrays=None):
+    arrays = {PARAM + name: array for name, array in model.params.items()}
+    arrays.update(extra_arrays or {})
+    full_meta = dict(meta or {})
+    full_meta["model"] = model.config.to_dict()
+    full_meta["vocab"] = vocab.to_dict()
+    return save_checkpoint(path, arrays, full_meta)
+
+
+def model_from_checkpoint(arrays, meta, dtype=np.float32):
+    if "model" not in meta or "vocab" not in meta:
+        raise CharrnnError("checkpoint has no model configuration or vocabulary; was it written by charrnn?")
+    config = ModelConfig.from_dict(meta["model"])
+    try:
+        vocab = Vocab.from_dict(meta["vocab"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CharrnnError(f"checkpoint vocabulary is malformed ({error})") from None
+    if len(vocab) != config.vocab_size:
+        raise CharrnnError(
+            f"checkpoint vocabulary has {len(vocab)} symbols but its model expects {config.vocab_size}; the file is inconsistent"
+        )
+    params = {name[len(PARAM):]: array for name, array in arrays.items() if name.startswith(PARAM)}
+    return Model(config, params=params, dtype=dtype), vocab
+
+
+def load_model(path, which="best", dtype=np.float32):
+    """(model, vocab, meta) from a checkpoint file, or a run directory's best/latest checkpoint."""
+    arrays, meta = load_checkpoint(path, which=which)
+    model, vocab = model_from_checkpoint(arrays, meta, dtype)
+    return model, vocab, meta
+
+
+def load_split_ids(meta, split):
+    """The ids of the training corpus's `split` ("train", "val" or "test"), re-read from disk."""
+    corpus_meta = meta.get("corpus") or {}
+    path = corpus_meta.get("path")
+    if not path or not Path(path).is_file():
+        raise CharrnnError(
+            f"the training corpus {path!r} recorded in the checkpoint is not available; pass a text file instead"
+        )
+    corpus = load_corpus(path, corpus_meta.get("encoding", "utf-8"))
+    vocab = Vocab.from_dict(meta["vocab"])
+    if corpus.vocab != vocab or corpus.n_chars != corpus_meta.get("n_chars", corpus.n_chars):
+        raise CharrnnError(f"{path} has changed since training (different size or symbols); pass a text file instead")
+    splits = split_corpus(corpus.ids, corpus_meta.get("val_frac", 0.1), corpus_meta.get("test_frac", 0.0))
+    if split not in splits:
+        raise CharrnnError(f"unknown split {split!r}; choose train, val or test")
+    if len(splits[split]) < 2:
+        raise CharrnnError(f"the {split} split of {path} is empty (it was trained with a {split} fraction of 0)")
+    return splits[split]

@@ -1,0 +1,82 @@
+"""`charrnn train FILE`: options named after karpathy/char-rnn's train.lua flags."""
+
+from pathlib import Path
+
+import click
+
+from charrnn.errors import CharrnnError
+from charrnn.train import TrainConfig, default_out_dir, run_training
+
+DEFAULTS = TrainConfig(corpus="", out="")
+
+
+def option(name, help, **kwargs):
+    field = name.lstrip("-").replace("-", "_")
+    if "default" not in kwargs and hasattr(DEFAULTS, field):
+        kwargs["default"] = getattr(DEFAULTS, field)
+    return click.option(name, help=help, show_default=True, **kwargs)
+
+
+@click.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@option("--model", "cell type", type=click.Choice(["lstm", "gru", "rnn"]))
+@option("--layers", "stacked recurrent layers", type=int)
+@option("--hidden", "hidden units per layer", type=int)
+@option("--dropout", "dropout between layers and before the output (0 = off)", type=float)
+@option("--seq-length", "characters per window of truncated backprop through time", type=int)
+@option("--batch-size", "parallel streams per minibatch", type=int)
+@option("--optimizer", "update rule", type=click.Choice(["adam", "rmsprop", "adagrad", "sgd"]))
+@option("--lr", "learning rate", type=float)
+@option("--lr-decay", "multiply the learning rate by this at each epoch end after --lr-decay-after", type=float)
+@option("--lr-decay-after", "epochs before the learning rate starts decaying", type=float)
+@option("--weight-decay", "decoupled weight decay (adam only)", type=float)
+@option("--grad-clip", "clamp each gradient element to +-this (0 = off), as char-rnn", type=float)
+@option("--max-grad-norm", "rescale gradients whose global norm exceeds this (0 = off)", type=float)
+@option("--val-frac", "fraction of the corpus at its end held out for validation", type=float)
+@option("--test-frac", "fraction after the validation part held out for testing", type=float)
+@option("--max-epochs", "stop after this many passes over the training split (0 = no limit)", type=float)
+@option("--max-iters", "stop at this iteration (0 = no limit)", type=int)
+@option("--max-minutes", "stop after this many minutes of training, compile time excluded (0 = no limit)", type=float)
+@option("--print-every", "iterations between progress lines", type=int)
+@option("--eval-every", "iterations between validation runs (each saves a checkpoint and a sample)", type=int)
+@option("--checkpoint-every", "iterations between extra checkpoints (0 = at each evaluation)", type=int)
+@option("--keep-last", "keep only the last K checkpoints besides the best (0 = keep all)", type=int)
+@option("--sample-length", "characters in the samples written at milestones", type=int)
+@option("--sample-temperature", "temperature of those samples", type=float)
+@option("--encoding", "read the file as utf-8 text or as raw bytes", type=click.Choice(["utf-8", "bytes"]))
+@option("--seed", "seeds initialisation, data order of dropout masks and samples", type=int)
+@option("--out", "run directory [default: runs/<corpus>-<model>-<layers>x<hidden>]", default=None,
+        type=click.Path(file_okay=False))
+@option("--resume", "continue the run in this directory from its latest checkpoint", default=None,
+        type=click.Path(file_okay=False))
+@click.pass_context
+def train(ctx, file, resume, out, **options):
+    """Train a character-level model on FILE (any text file; --encoding bytes for anything else)."""
+    given = {name for name in options if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    if resume:
+        config = _resumed_config(resume, file, out, options, given)
+    else:
+        if file is None:
+            raise CharrnnError("name a text file to train on, e.g. charrnn train input.txt (or --resume RUN_DIR)")
+        if out is None:
+            out = default_out_dir(file, options["model"], options["layers"], options["hidden"])
+        config = TrainConfig(corpus=file, out=out, **options)
+    run_training(config, resume_from=resume, log=lambda line: click.echo(line, err=False))
+
+
+def _resumed_config(resume, file, out, options, given):
+    from charrnn.checkpoint import load_checkpoint
+
+    if not Path(resume).is_dir():
+        raise CharrnnError(f"--resume takes a run directory, and {resume} is not one")
+    _, meta = load_checkpoint(resume, which="latest")
+    saved = meta.get("train_config")
+    if not saved:
+        raise CharrnnError(f"the checkpoint in {resume} holds no training configuration; it cannot be resumed")
+    values = dict(saved)
+    values.update({name: options[name] for name in given})
+    values["corpus"] = file or saved["corpus"]
+    values["out"] = out or resume
+    if not Path(values["corpus"]).is_file():
+        raise CharrnnError(f"the run's corpus {values['corpus']} is missing; pass its path: charrnn train FILE --resume {resume}")
+    return TrainConfig.from_dict(values)

@@ -1,0 +1,439 @@
+"""The training loop: truncated BPTT over B carried streams, evaluation, samples, checkpoints, resume.
+
+A run directory holds checkpoints (ckpt_iter<N>_val<loss>.npz, with best.json / latest.json
+pointers), metrics.jsonl (one JSON object per training iteration and per evaluation),
+loss.png (redrawn at each evaluation) and samples/ (text generated at milestones).
+
+Resuming restores parameters, optimizer state, data position, dropout RNG, carried hidden state
+and learning rate, so N iterations + resume + N more equals 2N straight, bit for bit.
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from charrnn.checkpoint import (
+    checkpoint_name,
+    load_checkpoint,
+    prune_checkpoints,
+    update_pointers,
+)
+from charrnn.corpora import file_sha256
+from charrnn.data import BatchLoader, load_corpus, split_corpus
+from charrnn.errors import CharrnnError
+from charrnn.evaluate import evaluate_loss
+from charrnn.model import Model, ModelConfig, NonFiniteLoss
+from charrnn.optim import clip_grad_norm, clip_grad_value, grad_norm, make_optimizer
+from charrnn.saved import model_from_checkpoint, save_model
+
+# The Unreasonable Effectiveness post shows samples at these iterations; evaluations add more.
+SAMPLE_MILESTONES = (100, 300, 500, 700, 1000, 1200, 2000)
+MAX_ROLLBACKS = 4  # divergences in a row before giving up
+BLOWUP_FACTOR = 3.0  # char-rnn treats a loss above 3x the first one as an explosion
+LN2 = math.log(2.0)
+
+
+@dataclass
+class TrainConfig:
+    corpus: str
+    out: str
+    encoding: str = "utf-8"
+    model: str = "lstm"
+    layers: int = 2
+    hidden: int = 128
+    dropout: float = 0.0
+    seq_length: int = 100
+    batch_size: int = 50
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    lr_decay: float = 0.97
+    lr_decay_after: float = 10.0  # epochs
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0  # element-wise clamp, as char-rnn
+    max_grad_norm: float = 0.0  # global-norm clip; 0 turns it off
+    val_frac: float = 0.1
+    test_frac: float = 0.0
+    max_epochs: float = 50.0
+    max_iters: int = 0  # 0: no limit
+    max_minutes: float = 0.0  # 0: no limit
+    print_every: int = 10
+    eval_every: int = 500
+    checkpoint_every: int = 0  # 0: at every evaluation
+    keep_last: int = 0  # 0: keep every checkpoint
+    sample_length: int = 400
+    sample_temperature: float = 0.8
+    seed: int = 123
+
+    # Options that define the model or its data: a resumed run must keep them.
+    FIXED_ON_RESUME = ("encoding", "model", "layers", "hidden", "seq_length", "batch_size", "val_frac", "test_frac")
+
+    def validate(self):
+        positive = ("layers", "hidden", "seq_length", "batch_size", "print_every", "eval_every", "sample_length")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise CharrnnError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_iters", "max_minutes", "max_epochs", "checkpoint_every", "keep_last", "max_grad_norm",
+                     "grad_clip", "weight_decay", "lr_decay_after"):
+            if getattr(self, name) < 0:
+                raise CharrnnError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise CharrnnError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise CharrnnError(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
+        if not 0 <= self.dropout < 1:
+            raise CharrnnError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.sample_temperature <= 0:
+            raise CharrnnError(f"--sample-temperature must be positive, got {self.sample_temperature}")
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+class Trainer:
+    def __init__(self, config, resume_from=None, log=print):
+        self.config = config
+        self.log = log
+        config.validate()
+        self.out = Path(config.out)
+        self._prepare_out_dir(resume=resume_from is not None)
+
+        corpus = load_corpus(config.corpus, config.encoding)
+        self.vocab = corpus.vocab
+        self.corpus_meta = {
+            "path": str(Path(config.corpus).resolve()),
+            "encoding": corpus.encoding,
+            "sha256": file_sha256(config.corpus),
+            "n_chars": corpus.n_chars,
+            "val_frac": config.val_frac,
+            "test_frac": config.test_frac,
+        }
+        self.splits = split_corpus(corpus.ids, config.val_frac, config.test_frac)
+        self.loader = BatchLoader(self.splits["train"], config.batch_size, config.seq_length)
+        if config.val_frac > 0 and len(self.splits["val"]) < 2:
+            raise CharrnnError("the validation split is too short to evaluate; raise --val-frac or use a longer corpus")
+
+        model_config = ModelConfig(config.model, len(self.vocab), config.hidden, config.layers, config.dropout)
+        self.model = Model(model_config, dtype=np.float32, seed=config.seed)
+        hyper = {"weight_decay": config.weight_decay} if config.optimizer == "adam" else {}
+        self.optimizer = make_optimizer(config.optimizer, self.model.params, config.lr, **hyper)
+        self.grads = self.model.zeros_like_params()
+        self.rng = np.random.default_rng(config.seed)
+        self.state = self.model.initial_state(config.batch_size)
+        self.iteration = 0
+        self.history = []  # evaluations: {"iter", "epoch", "train_loss", "val_loss"}
+        self.best_val_loss = math.inf
+        self.train_seconds = 0.0
+        self.first_loss = None
+        self.last_loss = math.nan
+        self._rollbacks = 0
+        if resume_from is not None:
+            self._restore(resume_from)
+        self._snapshot = None
+
+    # ------------------------------------------------------------------------------- set-up
+    def _prepare_out_dir(self, resume):
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise CharrnnError(f"cannot write to the output directory {self.out} ({error.strerror}); choose another --out") from None
+        if not resume and any(self.out.glob("ckpt_iter*.npz")):
+            raise CharrnnError(
+                f"{self.out} already holds checkpoints; continue it with --resume {self.out} or pick a new --out"
+            )
+        (self.out / "samples").mkdir(exist_ok=True)
+
+    def _restore(self, path):
+        arrays, meta = load_checkpoint(path, which="latest")
+        saved = meta.get("train_config") or {}
+        for name in TrainConfig.FIXED_ON_RESUME:
+            if name in saved and saved[name] != getattr(self.config, name):
+                flag = "--" + name.replace("_", "-")
+                raise CharrnnError(
+                    f"the checkpoint was trained with {flag} {saved[name]} but this run asks for "
+                    f"{getattr(self.config, name)}; drop {flag} to resume, or start a new run"
+                )
+        recorded = meta.get("corpus", {}).get("sha256")
+        if recorded and recorded != self.corpus_meta["sha256"]:
+            raise CharrnnError(
+                f"the checkpoint was trained on another corpus ({meta['corpus'].get('path')}); "
+                "resume with that file or start a new run"
+            )
+        model, vocab = model_from_checkpoint(arrays, meta)
+        if vocab != self.vocab or model.config != self.model.config:
+            raise CharrnnError("the checkpoint's model or vocabulary does not match this corpus and these options; start a new run")
+        self.model = model
+        self.grads = self.model.zeros_like_params()
+        try:
+            self.optimizer = make_optimizer(**meta["optimizer"], params=self.model.params)
+            self.optimizer.load_state_arrays({k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")})
+            self.rng.bit_generator.state = meta["rng"]
+            self.loader.load_state_dict(meta["loader"])
+            self.state = np.ascontiguousarray(arrays["state/train"], dtype=np.float32)
+            self.iteration = int(meta["iteration"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CharrnnError(f"{path} is a model-only or damaged checkpoint and cannot resume training ({error})") from None
+        if self.state.shape != self.model.initial_state(self.config.batch_size).shape:
+            raise CharrnnError("the checkpoint's carried state does not fit this batch size; start a new run")
+        self.history = list(meta.get("history", []))
+        self.best_val_loss = float(meta.get("best_val_loss") or math.inf)
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
+        self.first_loss = meta.get("first_loss")
+        self.log(f"resumed from {path} at iteration {self.iteration} (epoch {self.loader.epoch_fraction:.2f})")
+
+    # ---------------------------------------------------------------------------- main loop
+    def run(self):
+        cfg = self.config
+        compile_seconds = self._warm_up()
+        self.log(
+            f"{self.model.config.cell} {cfg.layers}x{cfg.hidden}, {self.model.num_parameters:,} parameters, "
+            f"vocabulary {len(self.vocab)}, train {len(self.splits['train']):,} / val {len(self.splits['val']):,} chars, "
+            f"{self.loader.batches_per_epoch} iterations per epoch; kernels ready in {compile_seconds:.1f}s"
+        )
+        metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
+        started = time.perf_counter()
+        seconds_before = self.train_seconds
+        window_start, window_iters = time.perf_counter(), 0
+        reason = "finished"
+        try:
+            while True:
+                stop = self._stop_reason(started, seconds_before)
+                if stop:
+                    reason = stop
+                    break
+                loss, grad_norm = self._train_step()
+                if loss is None:
+                    continue
+                window_iters += 1
+                self.train_seconds = seconds_before + time.perf_counter() - started
+                record = {
+                    "iter": self.iteration,
+                    "epoch": round(self.loader.epoch_fraction, 4),
+                    "train_loss": round(loss, 5),
+                    "lr": self.optimizer.lr,
+                    "grad_norm": round(grad_norm, 4),
+                    "seconds": round(self.train_seconds, 2),
+                }
+                metrics.write(json.dumps(record) + "\n")
+                if self.iteration % cfg.print_every == 0:
+                    per_iter = (time.perf_counter() - window_start) / max(window_iters, 1)
+                    self.log(
+                        f"iter {self.iteration:>6}{self._of_total()} | epoch {self.loader.epoch_fraction:6.2f} | "
+                        f"loss {loss:.4f} | lr {self.optimizer.lr:.2e} | "
+                        f"{cfg.batch_size * cfg.seq_length / per_iter / 1000:6.1f}k chars/s | {per_iter * 1000:5.0f} ms/iter"
+                    )
+                    metrics.flush()
+                    window_start, window_iters = time.perf_counter(), 0
+                self.last_loss = loss
+                evaluate_now = self.iteration % cfg.eval_every == 0
+                if evaluate_now:
+                    self._evaluate_and_save(loss, metrics)
+                elif cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
+                    self._save(val_loss=None)
+                if self.iteration in SAMPLE_MILESTONES and not evaluate_now:
+                    self._write_sample(val_loss=None)
+                if evaluate_now or self.iteration in SAMPLE_MILESTONES:
+                    window_start, window_iters = time.perf_counter(), 0  # keep eval time out of chars/s
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            self.log("interrupted: saving a checkpoint before exiting")
+        finally:
+            metrics.close()
+        self.train_seconds = seconds_before + time.perf_counter() - started
+        if reason == "interrupted":
+            self._save(val_loss=None)  # quickly: a second Ctrl-C should not find us evaluating
+        elif not self.history or self.history[-1]["iter"] != self.iteration:
+            with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as metrics:
+                self._evaluate_and_save(self.last_loss, metrics)
+        self.log(f"stopped ({reason}) at iteration {self.iteration} after {self.train_seconds / 60:.1f} min; run in {self.out}")
+        return reason
+
+    def _of_total(self):
+        return f"/{self.config.max_iters}" if self.config.max_iters else ""
+
+    def _stop_reason(self, started, seconds_before):
+        cfg = self.config
+        if cfg.max_iters and self.iteration >= cfg.max_iters:
+            return f"reached --max-iters {cfg.max_iters}"
+        if cfg.max_epochs and self.loader.epoch_fraction >= cfg.max_epochs:
+            return f"reached --max-epochs {cfg.max_epochs:g}"
+        if cfg.max_minutes and (time.perf_counter() - started) >= cfg.max_minutes * 60:
+            return f"reached --max-minutes {cfg.max_minutes:g}"
+        return None
+
+    def _train_step(self):
+        """One iteration; returns (loss, grad norm), or (None, None) after rolling back a divergence."""
+        cfg = self.config
+        if self._snapshot is None or self.iteration % 100 == 0:
+            self._take_snapshot()
+        epoch_before = self.loader.epoch
+        inputs, targets, reset = self.loader.next_batch()
+        if reset:
+            self.state[...] = 0.0
+        if self.loader.epoch != epoch_before and self.loader.epoch >= cfg.lr_decay_after and cfg.lr_decay < 1:
+            self.optimizer.lr = self.optimizer.lr * cfg.lr_decay
+        for grad in self.grads.values():
+            grad.fill(0.0)
+        try:
+            loss, self.state = self.model.loss_and_grads(inputs, targets, self.state, self.grads, self.rng)
+        except NonFiniteLoss as error:
+            self._roll_back(str(error))
+            return None, None
+        if self.first_loss is None:
+            self.first_loss = loss
+        norm = clip_grad_norm(self.grads, cfg.max_grad_norm) if cfg.max_grad_norm else grad_norm(self.grads)
+        if not math.isfinite(norm):
+            self._roll_back(f"the gradient norm became {norm}")
+            return None, None
+        if loss > BLOWUP_FACTOR * self.first_loss:
+            self._roll_back(f"the loss jumped to {loss:.3f}, over {BLOWUP_FACTOR:g}x the first loss {self.first_loss:.3f}")
+            return None, None
+        if cfg.grad_clip:
+            clip_grad_value(self.grads, cfg.grad_clip)
+        self.optimizer.step(self.model.params, self.grads)
+        self.iteration += 1
+        self._rollbacks = 0
+        return loss, norm
+
+    # ------------------------------------------------------------------------ divergence
+    def _take_snapshot(self):
+        self._snapshot = {
+            "params": {k: v.copy() for k, v in self.model.params.items()},
+            "optim": self.optimizer.state_arrays(),
+            "loader": self.loader.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "state": self.state.copy(),
+            "iteration": self.iteration,
+        }
+
+    def _roll_back(self, what):
+        self._rollbacks += 1
+        if self._rollbacks > MAX_ROLLBACKS:
+            self._save(val_loss=None)
+            raise CharrnnError(
+                f"training diverged {MAX_ROLLBACKS} times in a row ({what}); lower --lr or set --max-grad-norm "
+                f"(the last good state is saved in {self.out})"
+            )
+        snap = self._snapshot
+        for name, value in snap["params"].items():
+            self.model.params[name][...] = value
+        self.optimizer.load_state_arrays(snap["optim"])
+        self.loader.load_state_dict(snap["loader"])
+        self.rng.bit_generator.state = snap["rng"]
+        self.state = snap["state"].copy()
+        self.iteration = snap["iteration"]
+        self.optimizer.lr = self.optimizer.lr * 0.5
+        self.log(
+            f"warning: {what} at iteration {self.iteration + 1}; rolled back to iteration {self.iteration} "
+            f"and halved the learning rate to {self.optimizer.lr:.2e}"
+        )
+
+    # ------------------------------------------------------------------- evaluate and save
+    def _evaluate_and_save(self, train_loss, metrics):
+        cfg = self.config
+        val_loss = None
+        if len(self.splits["val"]) >= 2:
+            started = time.perf_counter()
+            val_loss = evaluate_loss(self.model, self.splits["val"], cfg.batch_size, cfg.seq_length)["loss_nats"]
+            seconds = time.perf_counter() - started
+        entry = {
+            "iter": self.iteration,
+            "epoch": round(self.loader.epoch_fraction, 4),
+            "train_loss": None if train_loss is None or math.isnan(train_loss) else round(train_loss, 5),
+            "val_loss": None if val_loss is None else round(val_loss, 5),
+            "seconds": round(self.train_seconds, 2),
+        }
+        self.history.append(entry)
+        metrics.write(json.dumps({"eval": True, **entry, "val_bits_per_char": None if val_loss is None else round(val_loss / LN2, 5)}) + "\n")
+        metrics.flush()
+        if val_loss is not None:
+            best = "  (best so far)" if val_loss < self.best_val_loss else ""
+            self.log(
+                f"eval  iter {self.iteration}: val loss {val_loss:.4f} nats/char = {val_loss / LN2:.4f} bits/char "
+                f"({seconds:.1f}s){best}"
+            )
+        self._save(val_loss)
+        self._write_sample(val_loss)
+        self._draw_loss_curve()
+
+    def _save(self, val_loss):
+        cfg = self.config
+        is_best = val_loss is not None and val_loss < self.best_val_loss
+        if is_best:
+            self.best_val_loss = val_loss
+        arrays = {"optim/" + k: v for k, v in self.optimizer.state_arrays().items()}
+        arrays["state/train"] = self.state
+        meta = {
+            "iteration": self.iteration,
+            "epoch": self.loader.epoch_fraction,
+            "train_config": {k: v for k, v in asdict(cfg).items()},
+            "corpus": self.corpus_meta,
+            "history": self.history,
+            "val_loss": val_loss,
+            "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
+            "train_seconds": self.train_seconds,
+            "first_loss": self.first_loss,
+            "optimizer": self.optimizer.hyper(),
+            "loader": self.loader.state_dict(),
+            "rng": self.rng.bit_generator.state,
+        }
+        path = self.out / checkpoint_name(self.iteration, val_loss)
+        save_model(path, self.model, self.vocab, meta, arrays)
+        update_pointers(self.out, path, val_loss, is_best)
+        if cfg.keep_last:
+            prune_checkpoints(self.out, cfg.keep_last)
+        return path
+
+    def _write_sample(self, val_loss):
+        from charrnn.sampling import generate
+
+        cfg = self.config
+        seed = cfg.seed * 1_000_003 + self.iteration  # its own stream: sampling never moves the training RNG
+        pieces = [chunk for _, chunk in generate(self.model, self.vocab, cfg.sample_length,
+                                                 temperature=cfg.sample_temperature, seed=seed)]
+        header = f"iteration {self.iteration}, epoch {self.loader.epoch_fraction:.2f}, "
+        header += f"val loss {val_loss:.4f}, " if val_loss is not None else ""
+        header += f"temperature {cfg.sample_temperature}, seed {seed}\n" + "-" * 60 + "\n"
+        path = self.out / "samples" / f"iter_{self.iteration:06d}.txt"
+        path.write_text(header + "".join(pieces) + "\n", encoding="utf-8", errors="replace")
+
+    def _draw_loss_curve(self):
+        from charrnn.plots import plot_loss_curve
+
+        curve = []
+        path = self.out / "metrics.jsonl"
+        with open(path, encoding="utf-8") as lines:
+            for line in lines:
+                record = json.loads(line)
+                if not record.get("eval"):
+                    curve.append({"iter": record["iter"], "train_loss": record["train_loss"]})
+        curve.extend({"iter": h["iter"], "val_loss": h["val_loss"]} for h in self.history if h["val_loss"] is not None)
+        plot_loss_curve(self.out / "loss.png", curve)
+
+    # ------------------------------------------------------------------------- compilation
+    def _warm_up(self):
+        """Compiles (or loads from cache) every kernel a run uses, so timing excludes it."""
+        started = time.perf_counter()
+        scratch = Model(self.model.config, params=self.model.params, dtype=np.float32)
+        ids = np.zeros((1, 2), dtype=np.int32)
+        scratch.loss_and_grads(ids, ids, scratch.initial_state(1), scratch.zeros_like_params(),
+                               np.random.default_rng(0))
+        return time.perf_counter() - started
+
+
+def run_training(config, resume_from=None, log=print):
+    return Trainer(config, resume_from=resume_from, log=log).run()
+
+
+def default_out_dir(corpus, model, layers, hidden):
+    stem = Path(corpus).parent.name if Path(corpus).name == "input.txt" else Path(corpus).stem
+    return os.path.join("runs", f"{stem}-{model}-{layers}x{hidden}")

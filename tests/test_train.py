@@ -1,0 +1,160 @@
+"""The training loop: run directory contents, exact resume, divergence handling, interruption."""
+
+import json
+
+import numpy as np
+import pytest
+
+from charrnn.checkpoint import list_checkpoints, load_checkpoint
+from charrnn.errors import CharrnnError
+from charrnn.model import NonFiniteLoss
+from charrnn.saved import load_model
+from charrnn.train import MAX_ROLLBACKS, TrainConfig, Trainer, run_training
+
+
+def small_config(corpus, out, **overrides):
+    values = dict(
+        corpus=str(corpus), out=str(out), hidden=16, layers=2, batch_size=4, seq_length=16,
+        print_every=5, eval_every=10, sample_length=40, max_iters=20, dropout=0.1,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def quiet(*_):
+    pass
+
+
+def test_a_run_writes_checkpoints_metrics_curve_and_samples(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    reason = run_training(small_config(tiny_corpus, out), log=quiet)
+    assert "max-iters" in reason
+    entries = list_checkpoints(out)
+    assert [e.iteration for e in entries] == [10, 20]
+    assert all(e.val_loss is not None for e in entries)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in records if not r.get("eval")] == list(range(1, 21))
+    evals = [r for r in records if r.get("eval")]
+    assert [r["iter"] for r in evals] == [10, 20]
+    assert evals[0]["val_bits_per_char"] == pytest.approx(evals[0]["val_loss"] / np.log(2), rel=1e-4)
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sample = (out / "samples" / "iter_000010.txt").read_text()
+    assert sample.startswith("iteration 10,") and "val loss" in sample
+    model, vocab, meta = load_model(out)
+    assert meta["iteration"] in (10, 20)
+    assert meta["best_val_loss"] == pytest.approx(min(e.val_loss for e in entries), abs=1e-4)
+    assert meta["train_config"]["hidden"] == 16 and len(vocab) == model.config.vocab_size
+
+
+def test_training_lowers_the_loss_and_repeats_to_the_bit(tiny_corpus, tmp_path):
+    def train(out):
+        run_training(small_config(tiny_corpus, out, max_iters=150, eval_every=150, dropout=0.0, lr=1e-2, hidden=32, layers=1), log=quiet)
+        return load_checkpoint(out, which="latest")
+
+    arrays_a, meta_a = train(tmp_path / "a")
+    arrays_b, _ = train(tmp_path / "b")
+    for name in arrays_a:
+        np.testing.assert_array_equal(arrays_a[name], arrays_b[name])
+    records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train_loss"] for r in records if not r.get("eval")]
+    assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
+    assert meta_a["history"][-1]["val_loss"] < np.log(meta_a["model"]["vocab_size"])
+
+
+def test_resume_continues_bit_identically(tiny_corpus, tmp_path):
+    straight = tmp_path / "straight"
+    run_training(small_config(tiny_corpus, straight, max_iters=30), log=quiet)
+    split = tmp_path / "split"
+    run_training(small_config(tiny_corpus, split, max_iters=15), log=quiet)
+    trainer = Trainer(small_config(tiny_corpus, split, max_iters=30), resume_from=split, log=quiet)
+    assert trainer.iteration == 15
+    trainer.run()
+    arrays_a, meta_a = load_checkpoint(straight, which="latest")
+    arrays_b, meta_b = load_checkpoint(split, which="latest")
+    assert meta_a["iteration"] == meta_b["iteration"] == 30
+    assert meta_a["loader"] == meta_b["loader"] and meta_a["rng"] == meta_b["rng"]
+    for name in arrays_a:
+        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+
+
+def test_resume_refuses_another_corpus_or_shape(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    run_training(small_config(tiny_corpus, out, max_iters=10), log=quiet)
+    other = tmp_path / "other.txt"
+    other.write_text(tiny_corpus.read_text() + "more text at the end\n")
+    with pytest.raises(CharrnnError, match="another corpus"):
+        Trainer(small_config(other, out), resume_from=out, log=quiet)
+    with pytest.raises(CharrnnError, match="--hidden 16"):
+        Trainer(small_config(tiny_corpus, out, hidden=32), resume_from=out, log=quiet)
+
+
+def test_a_fresh_run_refuses_a_directory_with_checkpoints(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    run_training(small_config(tiny_corpus, out, max_iters=10), log=quiet)
+    with pytest.raises(CharrnnError, match="--resume"):
+        Trainer(small_config(tiny_corpus, out), log=quiet)
+
+
+def test_divergence_rolls_back_halves_lr_and_continues(tiny_corpus, tmp_path, monkeypatch):
+    lines = []
+    trainer = Trainer(small_config(tiny_corpus, tmp_path / "run", max_iters=12), log=lines.append)
+    real = trainer.model.loss_and_grads
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise NonFiniteLoss("the loss became nan")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.model, "loss_and_grads", flaky)
+    trainer.run()
+    assert trainer.iteration == 12
+    assert any("rolled back" in line for line in lines)
+    assert trainer.optimizer.lr == pytest.approx(trainer.config.lr / 2)
+
+
+def test_persistent_divergence_stops_with_a_clear_error(tiny_corpus, tmp_path, monkeypatch):
+    trainer = Trainer(small_config(tiny_corpus, tmp_path / "run"), log=quiet)
+
+    def always_nan(*args, **kwargs):
+        raise NonFiniteLoss("the loss became nan")
+
+    monkeypatch.setattr(trainer.model, "loss_and_grads", always_nan)
+    with pytest.raises(CharrnnError, match=f"diverged {MAX_ROLLBACKS} times"):
+        trainer.run()
+
+
+def test_ctrl_c_saves_a_loadable_checkpoint(tiny_corpus, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    trainer = Trainer(small_config(tiny_corpus, out, max_iters=100), log=quiet)
+    real = trainer.model.loss_and_grads
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.model, "loss_and_grads", interrupted)
+    assert trainer.run() == "interrupted"
+    arrays, meta = load_checkpoint(out, which="latest")
+    assert meta["iteration"] == 6
+    resumed = Trainer(small_config(tiny_corpus, out, max_iters=8), resume_from=out, log=quiet)
+    assert resumed.iteration == 6
+    assert not list(out.glob("*.tmp*"))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(batch_size=500, seq_length=100), "needs at least"),
+        (dict(lr=-1.0), "--lr"),
+        (dict(dropout=1.0), "--dropout"),
+        (dict(hidden=0), "--hidden"),
+    ],
+)
+def test_bad_settings_are_refused(tiny_corpus, tmp_path, overrides, message):
+    with pytest.raises(CharrnnError, match=message):
+        Trainer(small_config(tiny_corpus, tmp_path / "run", **overrides), log=quiet)

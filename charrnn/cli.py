@@ -1,22 +1,16 @@
 """The `charrnn` command: a click group whose subcommands live in charrnn.commands."""
 
-import importlib
 import sys
 
 import click
 
 from charrnn import __version__
+from charrnn.commands.corpus import corpus
+from charrnn.commands.evaluate import evaluate, info
+from charrnn.commands.inspect import inspect
+from charrnn.commands.sample import sample
+from charrnn.commands.train import train
 from charrnn.errors import CharrnnError
-
-# (module in charrnn.commands, click command object in it)
-SUBCOMMANDS = [
-    ("corpus", "corpus"),
-    ("train", "train"),
-    ("sample", "sample"),
-    ("evaluate", "evaluate"),
-    ("evaluate", "info"),
-    ("inspect", "inspect"),
-]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -25,14 +19,8 @@ def cli():
     """Character-level LSTM/GRU/RNN language models: train, sample, evaluate and inspect."""
 
 
-for module_name, command_name in SUBCOMMANDS:
-    try:
-        module = importlib.import_module(f"charrnn.commands.{module_name}")
-    except ModuleNotFoundError as error:
-        if error.name != f"charrnn.commands.{module_name}":
-            raise
-        continue
-    cli.add_command(getattr(module, command_name))
+for command in (corpus, train, sample, evaluate, info, inspect):
+    cli.add_command(command)
 
 
 def main(argv=None):

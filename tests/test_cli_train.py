@@ -1,0 +1,106 @@
+"""`charrnn train` and `charrnn corpus` from the command line: bad input gives one line and exit 1."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from charrnn.cli import main
+
+SMALL = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--seq-length", "16", "--eval-every", "10",
+         "--sample-length", "20", "--print-every", "5"]
+
+
+def run_cli(capsys, *args):
+    """(exit code, stdout, stderr) of `charrnn ARGS` run in this process."""
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as exit_info:
+        code = exit_info.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *phrases):
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("charrnn: error: "), err
+    assert "Traceback" not in err
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+
+
+def test_train_then_resume_from_the_command_line(tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run_cli(capsys, "train", str(tiny_corpus), *SMALL, "--max-iters", "10", "--out", str(out))
+    assert code == 0
+    assert "iter      5/10" in stdout and "val loss" in stdout
+    code, stdout, _ = run_cli(capsys, "train", "--resume", str(out), "--max-iters", "20")
+    assert code == 0
+    assert "resumed from" in stdout and "iter     20/20" in stdout
+
+
+@pytest.mark.parametrize(
+    "content, phrases",
+    [
+        (b"", ("empty",)),
+        (b"\x00\x01\x02\xff" * 200, ("--encoding bytes",)),
+        (b"caf\xe9 au lait " * 50, ("not valid UTF-8", "--encoding bytes")),
+        (b"abcab", ("needs at least", "--batch-size")),
+    ],
+)
+def test_unusable_corpora_are_refused(tmp_path, capsys, content, phrases):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(content)
+    code, _, err = run_cli(capsys, "train", str(corpus), *SMALL, "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, *phrases)
+
+
+def test_missing_file_and_bad_options(tmp_path, capsys, tiny_corpus):
+    code, _, err = run_cli(capsys, "train", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "nope.txt")
+    code, _, err = run_cli(capsys, "train", str(tiny_corpus), "--dropout", "1.5", "--out", str(tmp_path / "r2"))
+    assert_one_line_error(code, err, "--dropout")
+    code, _, err = run_cli(capsys, "train", str(tiny_corpus), "--model", "transformer")
+    assert code == 2 and "transformer" in err and "Traceback" not in err
+
+
+def test_resume_without_a_checkpoint(tmp_path, capsys):
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    code, _, err = run_cli(capsys, "train", "--resume", str(empty))
+    assert_one_line_error(code, err)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere, so no directory is unwritable")
+def test_unwritable_output_directory(tiny_corpus, tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    code, _, err = run_cli(capsys, "train", str(tiny_corpus), *SMALL, "--out", str(locked / "run"))
+    assert_one_line_error(code, err, "output directory")
+
+
+def test_output_path_that_is_a_file(tiny_corpus, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(capsys, "train", str(tiny_corpus), *SMALL, "--out", str(blocker / "run"))
+    assert_one_line_error(code, err, "output directory")
+
+
+def test_a_real_process_exits_cleanly_on_bad_input(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    result = subprocess.run([sys.executable, "-m", "charrnn", "train", str(empty)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_corpus_list_and_offline_build(tmp_path, capsys, monkeypatch):
+    code, stdout, _ = run_cli(capsys, "corpus", "--list")
+    assert code == 0 and "tinyshakespeare" in stdout and "python-stdlib" in stdout
+    monkeypatch.chdir(tmp_path)
+    code, stdout, _ = run_cli(capsys, "corpus", "default")
+    path = stdout.strip()
+    assert code == 0 and os.path.getsize(path) > 100_000

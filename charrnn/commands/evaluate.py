@@ -1,0 +1,205 @@
+"""`charrnn eval CKPT [FILE]` (held-out loss, sample novelty) and `charrnn info CKPT`."""
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+from charrnn.checkpoint import resolve_checkpoint
+from charrnn.data import BYTES, symbol_label
+from charrnn.errors import CharrnnError
+from charrnn.evaluate import NOVELTY_LENGTHS, evaluate_loss, novel_substring_fractions
+from charrnn.saved import load_model, load_split_ids
+
+LN2 = math.log(2)
+_WHICH = click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]),
+                      help="for a run directory: its best (lowest validation loss) or latest checkpoint")
+_JSON = click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
+
+
+def _note(message):
+    click.echo(f"charrnn: note: {message}", err=True)
+
+
+def _read_bytes(path, what):
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise CharrnnError(f"cannot read {what} {path} ({error.strerror or error}); check the path") from None
+
+
+def _as_vocab_text(data, vocab, path):
+    """File bytes as the vocabulary reads them: raw bytes, or UTF-8 text without a byte-order mark."""
+    if vocab.mode == BYTES:
+        return data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CharrnnError(
+            f"{path} is not valid UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}), "
+            "but the model reads UTF-8 characters; convert the file"
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def encode_file(path, vocab, skip_unknown):
+    """Ids of a text file in the checkpoint's vocabulary; symbols outside it are an error or dropped."""
+    text = _as_vocab_text(_read_bytes(path, "file"), vocab, path)
+    unknown = vocab.unknown(text)
+    if unknown:
+        counts = [(s, text.count(bytes([s]) if vocab.mode == BYTES else s)) for s in unknown]
+        total = sum(count for _, count in counts)
+        shown = ", ".join(f"{symbol_label(s)} ×{count}" for s, count in counts[:20])
+        more = f", and {len(counts) - 20} more" if len(counts) > 20 else ""
+        described = f"{total} characters outside the model's vocabulary ({shown}{more})"
+        if not skip_unknown:
+            raise CharrnnError(f"{path} contains {described}; pass --skip-unknown to leave them out")
+        if vocab.mode == BYTES:
+            text = text.translate(None, bytes(unknown))
+        else:
+            text = text.translate({ord(s): None for s in unknown})
+        _note(f"skipped {described}")
+    ids = vocab.encode(text)
+    if len(ids) < 2:
+        raise CharrnnError(f"{path} has {len(ids)} usable characters; the loss needs at least 2")
+    return ids
+
+
+def _decoded_split(vocab, ids):
+    return vocab.decode_bytes(ids) if vocab.mode == BYTES else vocab.decode(ids)
+
+
+@click.command("eval")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="evaluate on this split of the training corpus (default: val, when no FILE is given)")
+@click.option("--batch-size", default=50, show_default=True, type=int, help="streams evaluated side by side")
+@click.option("--seq-length", default=100, show_default=True, type=int, help="characters per window (state is carried)")
+@click.option("--skip-unknown", is_flag=True, help="leave out characters of FILE that are not in the vocabulary")
+@click.option("--novelty", "novelty_file", default=None, type=click.Path(dir_okay=False),
+              help="also report how much of this sample file is copied from the training split")
+@_JSON
+@_WHICH
+def evaluate(checkpoint, file, split, batch_size, seq_length, skip_unknown, novelty_file, as_json, which):
+    """Loss of CHECKPOINT on FILE, or on its corpus's validation/test split, in nats and bits per character.
+
+    With --novelty and neither FILE nor --split, only the novelty table is printed.
+    """
+    if file is not None and split is not None:
+        raise CharrnnError("give either FILE or --split, not both")
+    if batch_size < 1 or seq_length < 1:
+        raise CharrnnError("--batch-size and --seq-length must be at least 1")
+    path = resolve_checkpoint(checkpoint, which)
+    model, vocab, meta = load_model(path)
+    result = {"checkpoint": str(path)}
+
+    if file is not None or split is not None or novelty_file is None:
+        if file is not None:
+            ids = encode_file(file, vocab, skip_unknown)
+            result["file"] = str(file)
+        else:
+            split = split or "val"
+            ids = load_split_ids(meta, split)
+            result["split"] = split
+        result.update(evaluate_loss(model, ids, batch_size, seq_length))
+
+    if novelty_file is not None:
+        sample_text = _as_vocab_text(_read_bytes(novelty_file, "sample file"), vocab, novelty_file)
+        train_text = _decoded_split(vocab, load_split_ids(meta, "train"))
+        result["novelty_file"] = str(novelty_file)
+        result["train_chars"] = len(train_text)
+        result["novelty"] = novel_substring_fractions(sample_text, train_text, NOVELTY_LENGTHS)
+
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    if "loss_nats" in result:
+        source = result.get("file") or f"{result['split']} split of {(meta.get('corpus') or {}).get('path')}"
+        click.echo(
+            f"{source}: {result['chars']:,} characters, loss {result['loss_nats']:.4f} nats/char "
+            f"= {result['bits_per_char']:.4f} bits/char"
+        )
+    if "novelty" in result:
+        click.echo(f"novelty of {novelty_file} against the training split ({result['train_chars']:,} characters):")
+        click.echo("  length   not in training text")
+        for n, fraction in result["novelty"].items():
+            click.echo(f"  {n:6d}   {100 * fraction:6.1f}%")
+        if not result["novelty"]:
+            click.echo(f"  (the sample is shorter than {NOVELTY_LENGTHS[0]} characters)")
+
+
+# ----------------------------------------------------------------------------------------- info
+def _number(value):
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def checkpoint_info(path, which="best") -> dict:
+    """What `charrnn info` shows, as a flat JSON-able dict; absent metadata becomes None."""
+    path = resolve_checkpoint(path, which)
+    model, vocab, meta = load_model(path)
+    cfg = model.config
+    corpus = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
+    val_loss, best_val_loss = _number(meta.get("val_loss")), _number(meta.get("best_val_loss"))
+    return {
+        "checkpoint": str(path),
+        "format_version": meta.get("format_version"),
+        "cell": cfg.cell,
+        "layers": cfg.layers,
+        "hidden": cfg.hidden,
+        "dropout": cfg.dropout,
+        "parameters": int(model.num_parameters),
+        "vocab_size": len(vocab),
+        "vocab_mode": vocab.mode,
+        "vocab": vocab.printable(),
+        "iteration": meta.get("iteration"),
+        "epoch": _number(meta.get("epoch")),
+        "val_loss_nats": val_loss,
+        "val_loss_bits": None if val_loss is None else val_loss / LN2,
+        "best_val_loss_nats": best_val_loss,
+        "best_val_loss_bits": None if best_val_loss is None else best_val_loss / LN2,
+        "train_seconds": _number(meta.get("train_seconds")),
+        "corpus": corpus.get("path"),
+        "corpus_chars": corpus.get("n_chars"),
+    }
+
+
+def _loss_text(nats, bits):
+    return "-" if nats is None else f"{nats:.4f} nats/char = {bits:.4f} bits/char"
+
+
+def _duration(seconds):
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path())
+@_JSON
+@_WHICH
+def info(checkpoint, as_json, which):
+    """Describe CHECKPOINT: model, vocabulary, training progress and losses."""
+    details = checkpoint_info(checkpoint, which)
+    if as_json:
+        click.echo(json.dumps(details))
+        return
+    d = details
+    rows = [
+        ("checkpoint", d["checkpoint"]),
+        ("format version", d["format_version"]),
+        ("model", f"{d['cell']}, {d['layers']} layers x {d['hidden']} hidden, dropout {d['dropout']}"),
+        ("parameters", f"{d['parameters']:,}"),
+        ("vocabulary", f"{d['vocab_size']} symbols ({d['vocab_mode']}): {d['vocab']}"),
+        ("iteration", d["iteration"]),
+        ("epoch", "-" if d["epoch"] is None else f"{d['epoch']:.2f}"),
+        ("val loss", _loss_text(d["val_loss_nats"], d["val_loss_bits"])),
+        ("best val loss", _loss_text(d["best_val_loss_nats"], d["best_val_loss_bits"])),
+        ("training time", _duration(d["train_seconds"])),
+        ("corpus", d["corpus"] if d["corpus_chars"] is None else f"{d['corpus']} ({d['corpus_chars']:,} characters)"),
+    ]
+    for label, value in rows:
+        click.echo(f"{label + ':':16} {'-' if value is None else value}")

@@ -1,0 +1,118 @@
+"""`charrnn sample CKPT`: stream generated text to stdout (or a file) as UTF-8."""
+
+import contextlib
+import sys
+from pathlib import Path
+
+import click
+
+from charrnn.errors import CharrnnError
+from charrnn.sampling import beam_search, check_controls, check_length, generate
+from charrnn.saved import load_model
+
+
+def _note(message):
+    click.echo(f"charrnn: note: {message}", err=True)
+
+
+def _read_prime_file(path):
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise CharrnnError(f"cannot read the prime file {path} ({error.strerror or error}); check the path") from None
+
+
+def _start_probs(meta, vocab_size):
+    """Character frequencies for starting without a prime, if the checkpoint records them."""
+    unigram = meta.get("unigram")
+    if isinstance(unigram, list) and len(unigram) == vocab_size:
+        return unigram
+    return None
+
+
+@contextlib.contextmanager
+def _output_stream(output):
+    if output is None:
+        yield sys.stdout.buffer
+        return
+    try:
+        file = open(output, "wb")
+    except OSError as error:
+        raise CharrnnError(f"cannot write {output} ({error.strerror or error}); check the path") from None
+    with file:
+        yield file
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path())
+@click.option("--temperature", "-t", default=1.0, show_default=True, type=float,
+              help="divide the logits by this; lower is more conservative and repetitive, higher more varied")
+@click.option("--argmax", is_flag=True, help="always take the most likely character (deterministic)")
+@click.option("--length", "-n", default=2000, show_default=True, type=int, help="characters to generate after the prime")
+@click.option("--prime", default=None, help="text to start from (it is printed first)")
+@click.option("--prime-file", default=None, type=click.Path(), help="read the prime text from this file")
+@click.option("--seed", default=None, type=int, help="random seed: the same seed gives the same text")
+@click.option("--top-k", default=0, show_default=True, type=int, help="sample only among the k most likely characters (0 = off)")
+@click.option("--top-p", default=1.0, show_default=True, type=float,
+              help="sample only among the most likely characters whose probabilities add up to p (1 = off)")
+@click.option("--num-samples", default=1, show_default=True, type=int,
+              help="independent samples, generated together and printed one after another")
+@click.option("--beam", default=None, type=int, help="beam search with this width for the most likely text instead of sampling")
+@click.option("--output", "-o", default=None, type=click.Path(dir_okay=False), help="write to this file instead of stdout")
+@click.option("--drop-unknown", is_flag=True, help="drop prime characters the model never saw instead of failing")
+@click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]),
+              help="for a run directory: its best (lowest validation loss) or latest checkpoint")
+def sample(checkpoint, temperature, argmax, length, prime, prime_file, seed, top_k, top_p, num_samples,
+           beam, output, drop_unknown, which):
+    """Generate text from CHECKPOINT (a checkpoint file, or a run directory's best checkpoint).
+
+    Without a prime the first character is drawn uniformly from the vocabulary (from the corpus's
+    character frequencies if the checkpoint records them as "unigram").
+    """
+    check_length(length)
+    check_controls(temperature, top_k, top_p)
+    if num_samples < 1:
+        raise CharrnnError(f"--num-samples must be at least 1, got {num_samples}")
+    if prime is not None and prime_file is not None:
+        raise CharrnnError("--prime and --prime-file both give the prime text; use one of them")
+    if beam is not None:
+        if beam < 1:
+            raise CharrnnError(f"--beam must be at least 1, got {beam}")
+        if argmax or top_k or top_p < 1.0 or temperature != 1.0 or num_samples != 1:
+            raise CharrnnError("--beam finds the single most likely text; drop --argmax, --temperature, "
+                               "--top-k, --top-p and --num-samples")
+    prime_text = _read_prime_file(prime_file) if prime_file is not None else (prime or "")
+
+    model, vocab, meta = load_model(checkpoint, which=which)
+    start_probs = _start_probs(meta, len(vocab))
+    with _output_stream(output) as out:
+        if beam is not None:
+            text = beam_search(model, vocab, prime_text, length, beam, drop_unknown, start_probs, notify=_note)
+            _write(out, text + ("" if text.endswith("\n") else "\n"))
+            return
+        pieces = generate(
+            model, vocab, length, temperature=temperature, prime=prime_text, seed=seed, top_k=top_k,
+            top_p=top_p, argmax=argmax, num_samples=num_samples, drop_unknown=drop_unknown,
+            start_probs=start_probs, notify=_note,
+        )
+        _write_samples(out, pieces, num_samples)
+
+
+def _write_samples(out, pieces, num_samples):
+    current, ends_with_newline = 0, True
+    for stream, text in pieces:
+        if stream != current:
+            separator = "" if ends_with_newline else "\n"
+            _write(out, f"{separator}----- sample {stream + 1} of {num_samples} -----\n")
+            current, ends_with_newline = stream, True
+        if text:
+            _write(out, text)
+            ends_with_newline = text.endswith("\n")
+    if not ends_with_newline:
+        _write(out, "\n")
+
+
+def _write(out, text):
+    # Bytes, not text: the output is UTF-8 whatever the locale says about the terminal.
+    out.write(text.encode("utf-8"))
+    out.flush()

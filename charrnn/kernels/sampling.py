@@ -1,0 +1,190 @@
+"""Sampling loop: B streams generate N characters in one compiled call, no Python per character.
+
+Each step reuses the training cells (lstm_forward, gru_forward, rnn_forward) on a T=1 window, so
+sampling computes exactly what training does. Per-layer weights arrive as tuples (a numba UniTuple:
+layer 0's W_x (V, GH) and upper layers' (H, GH) share one array type) and the cell as an int code.
+The state is h, c: (L, B, H), updated in place; `logits` (B, V) always holds the prediction for
+the next character, so consecutive calls continue exactly where the previous one stopped.
+
+Randomness is an input: uniforms (N, B) in [0, 1), one per character and stream, drawn by the
+caller. A character is chosen by inverse CDF over the candidates, in id order, or in descending
+probability order when top-k or top-p filtering is on (ties broken by the lower id).
+"""
+
+import math
+
+import numpy as np
+
+from charrnn.jit import njit
+from charrnn.kernels import GRU, LSTM, RNN
+from charrnn.kernels.layers import add_bias, embedding_forward
+from charrnn.kernels.recurrent import gru_forward, lstm_forward, rnn_forward
+
+LSTM_CODE, GRU_CODE, RNN_CODE = 0, 1, 2
+CELL_CODES = {LSTM: LSTM_CODE, GRU: GRU_CODE, RNN: RNN_CODE}
+
+
+@njit
+def advance(ids, h, c, logits, cell, W_xs, W_hs, biases, b_hns, out_W, out_b, gates, h_seq, c_seq, aux_seq):
+    """Reads ids (B, 1) into the state h, c (L, B, H) and writes the next logits (B, V).
+
+    gates (1, B, GH) and h_seq, c_seq, aux_seq (1, B, H) are work arrays.
+    """
+    L = h.shape[0]
+    for layer in range(L):
+        if layer == 0:
+            embedding_forward(gates, W_xs[0], biases[0], ids)
+        else:
+            np.dot(h[layer - 1], W_xs[layer], gates[0])
+            add_bias(gates[0], biases[layer])
+        if cell == LSTM_CODE:
+            lstm_forward(h_seq, c_seq, aux_seq, gates, W_hs[layer], h[layer], c[layer])
+            c[layer, :, :] = c_seq[0]
+        elif cell == GRU_CODE:
+            gru_forward(h_seq, aux_seq, gates, W_hs[layer], b_hns[layer], h[layer])
+        else:
+            rnn_forward(h_seq, gates, W_hs[layer], h[layer])
+        h[layer, :, :] = h_seq[0]
+    np.dot(h[L - 1], out_W, logits)
+    add_bias(logits, out_b)
+
+
+@njit
+def argmax_row(row):
+    best = 0
+    for v in range(1, row.shape[0]):
+        if row[v] > row[best]:
+            best = v
+    return best
+
+
+@njit
+def tempered_weights(weights, logits_row, temperature):
+    """weights = exp((logits - max) / temperature) in float64; returns their sum."""
+    peak = logits_row[argmax_row(logits_row)]
+    total = 0.0
+    for v in range(logits_row.shape[0]):
+        w = math.exp((np.float64(logits_row[v]) - peak) / temperature)
+        weights[v] = w
+        total += w
+    return total
+
+
+@njit
+def sort_descending(order, scratch, weights):
+    """order = ids sorted by descending weight, ties by ascending id (bottom-up merge sort)."""
+    V = order.shape[0]
+    for v in range(V):
+        order[v] = v
+    width = 1
+    source, target = order, scratch
+    in_scratch = False
+    while width < V:
+        for start in range(0, V, 2 * width):
+            middle = min(start + width, V)
+            end = min(start + 2 * width, V)
+            i, j = start, middle
+            for k in range(start, end):
+                if i < middle and (j >= end or weights[source[i]] >= weights[source[j]]):
+                    target[k] = source[i]
+                    i += 1
+                else:
+                    target[k] = source[j]
+                    j += 1
+        source, target = target, source
+        in_scratch = not in_scratch
+        width *= 2
+    if in_scratch:
+        order[:] = scratch
+
+
+@njit
+def filtered_count(order, weights, top_k, top_p):
+    """How many of the sorted candidates survive top-k (0 = off), then top-p on what is left."""
+    V = order.shape[0]
+    kept = V if top_k <= 0 or top_k >= V else top_k
+    if top_p < 1.0:
+        total = 0.0
+        for r in range(kept):
+            total += weights[order[r]]
+        threshold = top_p * total
+        running = 0.0
+        for r in range(kept):
+            running += weights[order[r]]
+            if running >= threshold:
+                return r + 1
+    return kept
+
+
+@njit
+def filtering_on(V, top_k, top_p):
+    return (0 < top_k < V) or top_p < 1.0
+
+
+@njit
+def draw(logits_row, uniform, temperature, top_k, top_p, weights, order, scratch):
+    """One character id from softmax(logits / temperature), optionally filtered, by inverse CDF."""
+    V = logits_row.shape[0]
+    total = tempered_weights(weights, logits_row, temperature)
+    if not filtering_on(V, top_k, top_p):
+        target = uniform * total
+        running = 0.0
+        last = 0
+        for v in range(V):
+            if weights[v] > 0.0:
+                running += weights[v]
+                last = v
+                if running > target:
+                    return v
+        return last  # rounding left the target just above the summed weights
+    sort_descending(order, scratch, weights)
+    kept = filtered_count(order, weights, top_k, top_p)
+    kept_total = 0.0
+    for r in range(kept):
+        kept_total += weights[order[r]]
+    target = uniform * kept_total
+    running = 0.0
+    for r in range(kept):
+        running += weights[order[r]]
+        if running > target:
+            return order[r]
+    return order[kept - 1]
+
+
+@njit
+def sampling_distribution(probs, logits_row, temperature, top_k, top_p, order, scratch):
+    """probs (V,) float64 = the distribution `draw` samples from (zero outside the candidates)."""
+    V = logits_row.shape[0]
+    tempered_weights(probs, logits_row, temperature)
+    if filtering_on(V, top_k, top_p):
+        sort_descending(order, scratch, probs)
+        kept = filtered_count(order, probs, top_k, top_p)
+        for r in range(kept, V):
+            probs[order[r]] = 0.0
+    total = 0.0
+    for v in range(V):
+        total += probs[v]
+    for v in range(V):
+        probs[v] /= total
+
+
+@njit
+def sample_chunk(
+    out_ids, uniforms, logits, h, c, cell, W_xs, W_hs, biases, b_hns, out_W, out_b,
+    temperature, top_k, top_p, greedy, ids, gates, h_seq, c_seq, aux_seq, weights, order, scratch,
+):
+    """Samples out_ids (N, B): each step picks from `logits`, then reads the picks to refresh them.
+
+    greedy takes the argmax and ignores `uniforms`. ids (B, 1) int64, weights (V,) float64,
+    order and scratch (V,) int64 are work arrays; the rest is as in `advance`.
+    """
+    N, B = out_ids.shape
+    for n in range(N):
+        for b in range(B):
+            if greedy:
+                choice = argmax_row(logits[b])
+            else:
+                choice = draw(logits[b], uniforms[n, b], temperature, top_k, top_p, weights, order, scratch)
+            out_ids[n, b] = choice
+            ids[b, 0] = choice
+        advance(ids, h, c, logits, cell, W_xs, W_hs, biases, b_hns, out_W, out_b, gates, h_seq, c_seq, aux_seq)

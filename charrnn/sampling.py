@@ -1,0 +1,313 @@
+"""Text generation from a trained model: streamed sampling of B streams at once, and beam search.
+
+The per-character work runs in charrnn.kernels.sampling; this module prepares the state (warming
+it up on the prime text with the model's own sequence forward), draws the random numbers, and
+turns ids into text. Random numbers come from one numpy Generator, drawn in (characters, streams)
+order, so a seed gives the same text to the byte whatever the chunk size.
+
+Without a prime there is no context to predict the first character from: like char-rnn, it is
+drawn from a start distribution, uniform over the vocabulary unless `start_probs` is given (for
+example the corpus's character frequencies), treated as the first step's prediction (so
+temperature, top-k, top-p and argmax apply to it too), from a zero state.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+
+from charrnn.data import BYTES, symbol_label
+from charrnn.errors import CharrnnError
+from charrnn.kernels import GRU
+from charrnn.kernels.sampling import CELL_CODES, sample_chunk, sampling_distribution
+
+PRIME_WINDOW = 512  # the prime is read in windows so a long prime file does not need T-sized work arrays
+
+
+def check_controls(temperature: float, top_k: int, top_p: float) -> None:
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise CharrnnError(
+            f"temperature must be a number > 0, got {temperature}; lower is more conservative "
+            "(e.g. 0.5), and --argmax always takes the most likely character"
+        )
+    if top_k < 0:
+        raise CharrnnError(f"top-k must be >= 0 (0 turns it off), got {top_k}")
+    if not (math.isfinite(top_p) and 0.0 < top_p <= 1.0):
+        raise CharrnnError(f"top-p must be in (0, 1] (1 turns it off), got {top_p}")
+
+
+def check_length(length: int) -> None:
+    if length < 1:
+        raise CharrnnError(f"length must be at least 1 character, got {length}")
+
+
+# ------------------------------------------------------------------------------------ prime text
+def encode_prime(vocab, prime, drop_unknown: bool = False, notify: Callable[[str], None] | None = None) -> np.ndarray:
+    """Ids of the prime text (str, or bytes), int64; unknown symbols raise or are dropped with a note."""
+    if prime is None:
+        prime = ""
+    if vocab.mode == BYTES:
+        prime = prime.encode("utf-8") if isinstance(prime, str) else bytes(prime)
+    elif isinstance(prime, (bytes, bytearray)):
+        try:
+            prime = bytes(prime).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise CharrnnError(
+                f"the prime text is not valid UTF-8 (byte 0x{prime[error.start]:02x} at offset {error.start}); "
+                "save it as UTF-8"
+            ) from None
+    if not prime:
+        return np.zeros(0, dtype=np.int64)
+    unknown = vocab.unknown(prime)
+    if unknown:
+        labels = " ".join(symbol_label(s) for s in unknown[:20])
+        more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+        if not drop_unknown:
+            raise CharrnnError(
+                f"the prime text contains characters the model never saw: {labels}{more}; "
+                "remove them or pass --drop-unknown to drop them"
+            )
+        if vocab.mode == BYTES:
+            prime = prime.translate(None, bytes(unknown))
+        else:
+            prime = prime.translate({ord(s): None for s in unknown})
+        if notify is not None:
+            left = "" if prime else "; nothing is left, so sampling starts without a prime"
+            notify(f"dropped characters the model never saw from the prime: {labels}{more}{left}")
+    return vocab.encode(prime).astype(np.int64)
+
+
+def warm_up(model, prime_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(state (2, L, 1, H), logits (V,)) after reading the prime from a zero state."""
+    state = model.initial_state(1)
+    for start in range(0, len(prime_ids), PRIME_WINDOW):
+        window = np.asarray(prime_ids[start : start + PRIME_WINDOW], dtype=np.int64).reshape(1, -1)
+        _, state = model.forward(window, None, state)
+    return state, model.last_logits[-1].copy()
+
+
+def start_logits(vocab_size: int, start_probs=None, dtype=np.float32) -> np.ndarray:
+    """The first prediction without a prime: log start_probs, or uniform."""
+    if start_probs is None:
+        return np.zeros(vocab_size, dtype)
+    probs = np.asarray(start_probs, dtype=np.float64)
+    if probs.shape != (vocab_size,) or not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.sum() <= 0:
+        raise CharrnnError(f"start probabilities must be {vocab_size} non-negative numbers with a positive sum")
+    with np.errstate(divide="ignore"):
+        return np.log(probs / probs.sum()).astype(dtype)
+
+
+def initial_prediction(model, prime_ids, start_probs=None) -> tuple[np.ndarray, np.ndarray]:
+    """(state (2, L, 1, H), logits (V,)) from which the first generated character is drawn."""
+    if len(prime_ids):
+        return warm_up(model, prime_ids)
+    return model.initial_state(1), start_logits(model.config.vocab_size, start_probs, model.dtype)
+
+
+# -------------------------------------------------------------------------------------- sampler
+class Sampler:
+    """B streams of one model that sample together in the compiled loop.
+
+    The state and the pending prediction live here: `sample` continues where it stopped.
+    """
+
+    def __init__(self, model, streams: int, temperature=1.0, top_k=0, top_p=1.0, argmax=False):
+        check_controls(temperature, top_k, top_p)
+        if streams < 1:
+            raise CharrnnError(f"the number of samples must be at least 1, got {streams}")
+        cfg, p, dtype = model.config, model.params, model.dtype
+        L, H, GH, V, B = cfg.layers, cfg.hidden, cfg.gate_width, cfg.vocab_size, streams
+        self.model, self.streams = model, streams
+        self.controls = (float(temperature), int(top_k), float(top_p), bool(argmax))
+        no_b_hn = np.zeros(H, dtype)
+        self._weights = (
+            CELL_CODES[cfg.cell],
+            tuple(p[f"layer{layer}.W_x"] for layer in range(L)),
+            tuple(p[f"layer{layer}.W_h"] for layer in range(L)),
+            tuple(p[f"layer{layer}.b"] for layer in range(L)),
+            tuple(p[f"layer{layer}.b_hn"] if cfg.cell == GRU else no_b_hn for layer in range(L)),
+            p["out.W"],
+            p["out.b"],
+        )
+        self.h = np.zeros((L, B, H), dtype)
+        self.c = np.zeros((L, B, H), dtype)
+        self.logits = np.zeros((B, V), dtype)
+        self._work = (
+            np.zeros((B, 1), np.int64),
+            np.empty((1, B, GH), dtype),
+            np.empty((1, B, H), dtype),
+            np.zeros((1, B, H), dtype),
+            np.empty((1, B, H), dtype),
+            np.empty(V, np.float64),
+            np.empty(V, np.int64),
+            np.empty(V, np.int64),
+        )
+
+    def set_state(self, state: np.ndarray, logits: np.ndarray) -> None:
+        """Start every stream from state (2, L, 1 or B, H) with pending logits (V,) or (B, V)."""
+        self.h[...] = state[0]
+        self.c[...] = state[1]
+        self.logits[...] = logits
+
+    def sample(self, steps: int, uniforms: np.ndarray | None = None) -> np.ndarray:
+        """The next `steps` ids of every stream, (steps, B); uniforms (steps, B) in [0, 1).
+
+        With argmax the uniforms are not needed (and ignored).
+        """
+        temperature, top_k, top_p, greedy = self.controls
+        if uniforms is None:
+            if not greedy:
+                raise CharrnnError("sampling needs uniforms unless argmax is on")
+            uniforms = np.zeros((steps, self.streams))
+        uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
+        if uniforms.shape != (steps, self.streams):
+            raise CharrnnError(f"uniforms have shape {uniforms.shape}, expected {(steps, self.streams)}")
+        out = np.empty((steps, self.streams), np.int64)
+        cell, W_xs, W_hs, biases, b_hns, out_W, out_b = self._weights
+        sample_chunk(
+            out, uniforms, self.logits, self.h, self.c, cell, W_xs, W_hs, biases, b_hns, out_W, out_b,
+            temperature, top_k, top_p, greedy, *self._work,
+        )
+        return out
+
+    def next_distribution(self, stream: int = 0) -> np.ndarray:
+        """The distribution (V,) float64 the next character of `stream` is drawn from."""
+        temperature, top_k, top_p, greedy = self.controls
+        row = self.logits[stream]
+        probs = np.empty(row.shape[0], np.float64)
+        if greedy:
+            probs[:] = 0.0
+            probs[int(np.argmax(row))] = 1.0
+            return probs
+        sampling_distribution(probs, row, temperature, top_k, top_p, self._work[6], self._work[7])
+        return probs
+
+
+class StreamDecoder:
+    """Ids to text, chunk by chunk; a bytes vocabulary's UTF-8 characters may straddle chunks."""
+
+    def __init__(self, vocab):
+        self.vocab = vocab
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace") if vocab.mode == BYTES else None
+
+    def feed(self, ids) -> str:
+        if self._decoder is None:
+            return self.vocab.decode(ids)
+        return self._decoder.decode(self.vocab.decode_bytes(ids))
+
+    def finish(self) -> str:
+        return "" if self._decoder is None else self._decoder.decode(b"", final=True)
+
+
+def decode_text(vocab, ids) -> str:
+    decoder = StreamDecoder(vocab)
+    return decoder.feed(ids) + decoder.finish()
+
+
+# ------------------------------------------------------------------------------------- generate
+def generate(
+    model, vocab, length: int, temperature: float = 1.0, prime="", seed=None, top_k: int = 0,
+    top_p: float = 1.0, argmax: bool = False, num_samples: int = 1, chunk: int = 256,
+    drop_unknown: bool = False, start_probs=None, notify: Callable[[str], None] | None = None,
+) -> Iterator[tuple[int, str]]:
+    """Samples `num_samples` texts of `length` new characters each, as (stream_index, text) pieces.
+
+    Each stream's pieces come in order, prime first; stream 0 streams as it is generated, the
+    others (generated alongside it, in the same compiled loop) follow one after another.
+    Arguments are checked here, before the first piece is asked for.
+    """
+    check_length(length)
+    check_controls(temperature, top_k, top_p)
+    if num_samples < 1:
+        raise CharrnnError(f"the number of samples must be at least 1, got {num_samples}")
+    if chunk < 1:
+        raise CharrnnError(f"chunk must be at least 1, got {chunk}")
+    if len(vocab) != model.config.vocab_size:
+        raise CharrnnError(f"the vocabulary has {len(vocab)} symbols but the model expects {model.config.vocab_size}")
+    prime_ids = encode_prime(vocab, prime, drop_unknown, notify)
+    sampler = Sampler(model, num_samples, temperature, top_k, top_p, argmax)
+    sampler.set_state(*initial_prediction(model, prime_ids, start_probs))
+    rng = np.random.default_rng(seed)
+    return _generate_pieces(sampler, vocab, prime_ids, length, chunk, rng, argmax)
+
+
+def _generate_pieces(sampler, vocab, prime_ids, length, chunk, rng, argmax):
+    streams = sampler.streams
+    first = StreamDecoder(vocab)
+    if len(prime_ids):
+        yield 0, first.feed(prime_ids)
+    later = [[] for _ in range(streams - 1)]
+    for start in range(0, length, chunk):
+        steps = min(chunk, length - start)
+        uniforms = None if argmax else rng.random((steps, streams))
+        ids = sampler.sample(steps, uniforms)
+        yield 0, first.feed(ids[:, 0])
+        for stream in range(1, streams):
+            later[stream - 1].append(ids[:, stream].copy())
+    tail = first.finish()
+    if tail:
+        yield 0, tail
+    for stream in range(1, streams):
+        decoder = StreamDecoder(vocab)
+        if len(prime_ids):
+            yield stream, decoder.feed(prime_ids)
+        for ids in later[stream - 1]:
+            yield stream, decoder.feed(ids)
+        tail = decoder.finish()
+        if tail:
+            yield stream, tail
+
+
+def generate_text(model, vocab, length: int, **options) -> list[str]:
+    """Whole texts (prime included) of every sample; see generate for the options."""
+    texts = [""] * options.get("num_samples", 1)
+    for stream, piece in generate(model, vocab, length, **options):
+        texts[stream] += piece
+    return texts
+
+
+# ---------------------------------------------------------------------------------- beam search
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = np.asarray(logits, dtype=np.float64)
+    peak = logits.max(axis=-1, keepdims=True)
+    shifted = logits - peak
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def beam_search_ids(model, prime_ids, length: int, beam_width: int, start_probs=None) -> tuple[np.ndarray, float]:
+    """(ids (length,), log-probability in nats) of the best continuation that beam search finds.
+
+    The beam's hypotheses run as B streams of Model.step. Candidates are ranked by total
+    log-probability, ties by (parent rank, character id), so a width of 1 is greedy argmax.
+    """
+    check_length(length)
+    if beam_width < 1:
+        raise CharrnnError(f"beam width must be at least 1, got {beam_width}")
+    state, logits = initial_prediction(model, np.asarray(prime_ids, dtype=np.int64), start_probs)
+    V = model.config.vocab_size
+    scores = np.zeros(1)
+    history = np.zeros((1, 0), np.int64)
+    step_log_probs = log_softmax(logits)[None, :]
+    for position in range(length):
+        candidates = (scores[:, None] + step_log_probs).reshape(-1)
+        best = np.argsort(-candidates, kind="stable")[:beam_width]
+        parents, chars = best // V, best % V
+        scores = candidates[best]
+        history = np.concatenate([history[parents], chars[:, None]], axis=1)
+        if position + 1 < length:
+            state = np.ascontiguousarray(state[:, :, parents])
+            step_log_probs = log_softmax(model.step(chars, state))
+    return history[0], float(scores[0])
+
+
+def beam_search(
+    model, vocab, prime, length: int, beam_width: int, drop_unknown: bool = False, start_probs=None,
+    notify: Callable[[str], None] | None = None,
+) -> str:
+    """The prime followed by the most likely `length`-character continuation beam search finds."""
+    prime_ids = encode_prime(vocab, prime, drop_unknown, notify)
+    ids, _ = beam_search_ids(model, prime_ids, length, beam_width, start_probs)
+    return decode_text(vocab, np.concatenate([prime_ids, ids]))

@@ -1,0 +1,288 @@
+"""Sampling and beam search: the compiled loop against Model.step, controls, seeds, primes, bytes."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from charrnn.data import Vocab
+from charrnn.errors import CharrnnError
+from charrnn.kernels.sampling import draw, sort_descending
+from charrnn.model import Model, ModelConfig
+from charrnn.optim import make_optimizer
+from charrnn.sampling import (
+    Sampler,
+    StreamDecoder,
+    beam_search,
+    beam_search_ids,
+    encode_prime,
+    generate,
+    generate_text,
+    initial_prediction,
+)
+
+TEXT = "the cat sat on the mat. the dog ate the hat.\n" * 8
+
+
+def trained_model(cell="lstm", text=TEXT, mode="utf-8", hidden=16, layers=2, steps=25, seed=0):
+    """A small model trained a few Adam steps, so its predictions are far from uniform."""
+    vocab = Vocab.from_text(text, mode)
+    model = Model(ModelConfig(cell, len(vocab), hidden, layers), seed=seed)
+    ids = vocab.encode(text).astype(np.int64)
+    B, T = 4, 20
+    optimizer = make_optimizer("adam", model.params, 0.02)
+    for step in range(steps):
+        starts = np.random.default_rng(step).integers(0, len(ids) - T - 1, size=B)
+        inputs = np.stack([ids[s : s + T] for s in starts])
+        targets = np.stack([ids[s + 1 : s + T + 1] for s in starts])
+        grads = model.zeros_like_params()
+        model.loss_and_grads(inputs, targets, model.initial_state(B), grads)
+        optimizer.step(model.params, grads)
+    return model, vocab
+
+
+@pytest.fixture(scope="module")
+def lstm():
+    return trained_model("lstm")
+
+
+def step_logits_after(model, vocab, prime):
+    state = model.initial_state(1)
+    for char_id in vocab.encode(prime):
+        logits = model.step([char_id], state)
+    return logits[0], state
+
+
+def softmax(x):
+    x = np.asarray(x, np.float64)
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def sampler_after(model, vocab, prime, streams=1, **controls):
+    sampler = Sampler(model, streams, **controls)
+    sampler.set_state(*initial_prediction(model, encode_prime(vocab, prime)))
+    return sampler
+
+
+# ----------------------------------------------------------------------------------- the loop
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_argmax_equals_repeated_model_step(cell):
+    model, vocab = trained_model(cell, steps=10)
+    ids = sampler_after(model, vocab, "the ", argmax=True).sample(30)[:, 0]
+    logits, state = step_logits_after(model, vocab, "the ")
+    expected = []
+    for _ in range(30):
+        expected.append(int(np.argmax(logits)))
+        logits = model.step([expected[-1]], state)[0]
+    assert ids.tolist() == expected
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_sampled_path_follows_model_step_states(cell):
+    """Whatever ids the loop samples, its logits after them are Model.step's logits after them."""
+    model, vocab = trained_model(cell, steps=5)
+    sampler = sampler_after(model, vocab, "cat")
+    ids = sampler.sample(15, np.random.default_rng(1).random((15, 1)))[:, 0]
+    logits, state = step_logits_after(model, vocab, "cat")
+    for char_id in ids:
+        logits = model.step([char_id], state)[0]
+    np.testing.assert_allclose(sampler.logits[0], logits, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_first_distribution_is_softmax_of_step_logits_over_temperature(lstm, temperature):
+    model, vocab = lstm
+    logits, _ = step_logits_after(model, vocab, "the c")
+    sampler = sampler_after(model, vocab, "the c", temperature=temperature)
+    np.testing.assert_allclose(sampler.next_distribution(), softmax(logits / temperature), rtol=1e-9, atol=1e-12)
+
+
+def test_sampled_first_characters_follow_the_distribution(lstm):
+    model, vocab = lstm
+    streams = 4000
+    sampler = sampler_after(model, vocab, "the ", streams=streams, temperature=1.5)
+    expected = sampler.next_distribution()
+    first = sampler.sample(1, np.random.default_rng(7).random((1, streams)))[0]
+    observed = np.bincount(first, minlength=len(vocab)) / streams
+    # 4000 draws: each frequency is within ~4 standard errors (<= 0.032) of its probability.
+    assert np.abs(observed - expected).max() < 0.035
+    assert set(np.flatnonzero(observed)) <= set(np.flatnonzero(expected > 0))
+
+
+def test_lower_temperature_concentrates_the_distribution(lstm):
+    model, vocab = lstm
+    entropies = []
+    for temperature in (0.25, 0.5, 1.0, 2.0, 4.0):
+        p = sampler_after(model, vocab, "the c", temperature=temperature).next_distribution()
+        entropies.append(-(p[p > 0] * np.log(p[p > 0])).sum())
+    assert entropies == sorted(entropies)
+    cold = sampler_after(model, vocab, "the c", temperature=0.01).next_distribution()
+    logits, _ = step_logits_after(model, vocab, "the c")
+    assert cold[np.argmax(logits)] > 0.999
+
+
+def test_top_k_and_top_p_keep_the_most_likely_candidates(lstm):
+    model, vocab = lstm
+    logits, _ = step_logits_after(model, vocab, "the ")
+    full = softmax(logits)
+    order = np.argsort(-full, kind="stable")
+    top3 = sampler_after(model, vocab, "the ", top_k=3).next_distribution()
+    expected = np.zeros_like(full)
+    expected[order[:3]] = full[order[:3]] / full[order[:3]].sum()
+    np.testing.assert_allclose(top3, expected, rtol=1e-9, atol=1e-15)
+
+    nucleus = sampler_after(model, vocab, "the ", top_p=0.6).next_distribution()
+    kept = int(np.searchsorted(np.cumsum(full[order]), 0.6) + 1)
+    assert np.count_nonzero(nucleus) == kept
+    assert set(np.flatnonzero(nucleus)) == set(order[:kept])
+
+
+@pytest.mark.parametrize("controls", [{"top_k": 1}, {"top_p": 1e-9}, {"top_k": 2, "top_p": 1e-6}])
+def test_keeping_one_candidate_is_argmax(lstm, controls):
+    model, vocab = lstm
+    greedy = sampler_after(model, vocab, "the ", argmax=True).sample(40)
+    uniforms = np.random.default_rng(3).random((40, 1))
+    assert np.array_equal(sampler_after(model, vocab, "the ", **controls).sample(40, uniforms), greedy)
+
+
+def test_batched_streams_equal_single_stream_runs(lstm):
+    model, vocab = lstm
+    uniforms = np.random.default_rng(11).random((50, 3))
+    batched = sampler_after(model, vocab, "the ", streams=3, top_p=0.9).sample(50, uniforms)
+    for stream in range(3):
+        single = sampler_after(model, vocab, "the ", top_p=0.9).sample(50, uniforms[:, stream : stream + 1])
+        assert np.array_equal(batched[:, stream : stream + 1], single)
+
+
+def test_inverse_cdf_draw_edges_and_sort_ties():
+    logits = np.log(np.array([0.1, 0.2, 0.3, 0.4], np.float32))
+    weights, order, scratch = np.empty(4), np.empty(4, np.int64), np.empty(4, np.int64)
+    assert draw(logits, 0.0, 1.0, 0, 1.0, weights, order, scratch) == 0
+    assert draw(logits, 0.15, 1.0, 0, 1.0, weights, order, scratch) == 1
+    assert draw(logits, 1.0 - 1e-12, 1.0, 0, 1.0, weights, order, scratch) == 3
+    assert draw(logits, 0.0, 1.0, 2, 1.0, weights, order, scratch) == 3  # sorted: most likely first
+    weights = np.array([0.5, 2.0, 0.5, 2.0, 1.0, 0.5, 0.0])
+    order, scratch = np.empty(7, np.int64), np.empty(7, np.int64)
+    sort_descending(order, scratch, weights)
+    assert order.tolist() == [1, 3, 4, 0, 2, 5, 6]
+
+
+# ------------------------------------------------------------------------------------ generate
+def test_same_seed_same_text_whatever_the_chunk_size(lstm):
+    model, vocab = lstm
+    texts = {
+        chunk: generate_text(model, vocab, 90, prime="the", seed=42, chunk=chunk, num_samples=2, top_k=5)
+        for chunk in (1, 7, 256)
+    }
+    assert texts[1] == texts[7] == texts[256]
+    assert all(text.startswith("the") and len(text) == 93 for text in texts[1])
+    assert texts[1][0] != texts[1][1]
+    assert generate_text(model, vocab, 90, prime="the", seed=43, num_samples=2, top_k=5) != texts[1]
+
+
+def test_pieces_stream_in_order_prime_first(lstm):
+    model, vocab = lstm
+    pieces = list(generate(model, vocab, 25, prime="the dog", seed=1, chunk=10, num_samples=3))
+    assert [stream for stream, _ in pieces] == sorted(stream for stream, _ in pieces)
+    assert pieces[0] == (0, "the dog")
+    assert [len(text) for stream, text in pieces if stream == 0] == [7, 10, 10, 5]
+
+
+def test_unknown_prime_characters_error_or_are_dropped(lstm):
+    model, vocab = lstm
+    with pytest.raises(CharrnnError, match=r"never saw: Z é.*--drop-unknown"):
+        generate(model, vocab, 10, prime="the éZ")
+    notes = []
+    dropped = generate_text(model, vocab, 10, prime="the éZ", seed=2, drop_unknown=True, notify=notes.append)
+    assert dropped == generate_text(model, vocab, 10, prime="the ", seed=2)
+    assert len(notes) == 1 and "Z é" in notes[0]
+    notes.clear()
+    text = generate_text(model, vocab, 10, prime="ZZ", seed=2, drop_unknown=True, notify=notes.append)[0]
+    assert len(text) == 10 and "without a prime" in notes[0]
+
+
+def test_no_prime_starts_from_the_start_distribution(lstm):
+    model, vocab = lstm
+    start = np.zeros(len(vocab))
+    start[vocab.encode("d")[0]] = 1.0
+    for seed in range(3):
+        assert generate_text(model, vocab, 5, seed=seed, start_probs=start)[0][0] == "d"
+    assert generate_text(model, vocab, 8, argmax=True)[0][0] == vocab.symbols[0]  # uniform start, argmax
+    with pytest.raises(CharrnnError, match="start probabilities"):
+        generate(model, vocab, 5, start_probs=[1.0, 2.0])
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"temperature": 0.0}, "temperature"),
+    ({"temperature": -1.0}, "temperature"),
+    ({"top_p": 0.0}, "top-p"),
+    ({"top_p": 1.5}, "top-p"),
+    ({"top_k": -1}, "top-k"),
+    ({"num_samples": 0}, "samples"),
+    ({"length": 0}, "length"),
+])
+def test_bad_controls_are_one_line_errors(lstm, options, message):
+    model, vocab = lstm
+    options = {"length": 10, **options}
+    with pytest.raises(CharrnnError, match=message) as error:
+        generate(model, vocab, **options)
+    assert "\n" not in str(error.value)
+
+
+def test_bytes_vocabulary_keeps_multibyte_characters_across_chunks():
+    text = "café crème brûlée, 10€ — naïve. " * 6
+    model, vocab = trained_model("gru", text=text, mode="bytes", steps=15)
+    assert vocab.mode == "bytes"
+    whole = generate_text(model, vocab, 120, prime="caf", seed=5, chunk=1000)[0]
+    assert generate_text(model, vocab, 120, prime="caf", seed=5, chunk=1)[0] == whole
+    raw = vocab.encode("é€—")
+    decoder = StreamDecoder(vocab)
+    assert "".join(decoder.feed(raw[i : i + 1]) for i in range(len(raw))) + decoder.finish() == "é€—"
+    truncated = StreamDecoder(vocab)
+    assert truncated.feed(raw[:1]) + truncated.finish() == "\ufffd"  # a dangling lead byte, at the very end only
+
+
+# --------------------------------------------------------------------------------- beam search
+def sequence_log_prob(model, prime_ids, ids):
+    state = model.initial_state(1)
+    logits = None
+    for char_id in prime_ids:
+        logits = model.step([char_id], state)[0]
+    total = 0.0
+    for char_id in ids:
+        total += np.log(softmax(logits)[char_id])
+        logits = model.step([char_id], state)[0]
+    return total
+
+
+def test_beam_width_one_is_greedy(lstm):
+    model, vocab = lstm
+    greedy = generate_text(model, vocab, 25, prime="the ", argmax=True)[0]
+    assert beam_search(model, vocab, "the ", 25, 1) == greedy
+
+
+def test_wider_beam_is_at_least_as_likely_as_greedy(lstm):
+    model, vocab = lstm
+    prime = encode_prime(vocab, "a")
+    greedy_ids, greedy_score = beam_search_ids(model, prime, 12, 1)
+    wide_ids, wide_score = beam_search_ids(model, prime, 12, 5)
+    assert wide_score >= greedy_score - 1e-9
+    assert wide_score == pytest.approx(sequence_log_prob(model, prime, wide_ids), abs=1e-4)
+    assert greedy_score == pytest.approx(sequence_log_prob(model, prime, greedy_ids), abs=1e-4)
+
+
+def test_beam_as_wide_as_every_prefix_finds_the_exact_optimum():
+    model, vocab = trained_model("rnn", text="abcab cba acb\n" * 5, hidden=6, layers=1, steps=10)
+    prime = encode_prime(vocab, "a")
+    V, length = len(vocab), 3
+    best = max(itertools.product(range(V), repeat=length), key=lambda ids: sequence_log_prob(model, prime, ids))
+    ids, score = beam_search_ids(model, prime, length, V ** length)
+    assert ids.tolist() == list(best)
+    assert score == pytest.approx(sequence_log_prob(model, prime, best), abs=1e-4)
+
+
+def test_beam_rejects_bad_width(lstm):
+    model, vocab = lstm
+    with pytest.raises(CharrnnError, match="beam width"):
+        beam_search(model, vocab, "the", 5, 0)

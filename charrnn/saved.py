@@ -5,7 +5,8 @@ Arrays:  "param/<name>"  model parameters
          "state/train"   hidden state carried across training windows, (2, L, B, H)
 Meta:    "model" (ModelConfig dict), "vocab" (Vocab dict), "iteration", "epoch", "train_config",
          "corpus" (path, encoding, sha256, n_chars, val_frac, test_frac), "history", "val_loss",
-         "best_val_loss", "train_seconds", plus "loader", "rng", "optimizer" for resuming.
+         "best_val_loss", "train_seconds", "unigram" (training character frequencies, where unprimed
+         samples start), plus "loader", "rng", "optimizer" for resuming.
 """
 
 from pathlib import Path

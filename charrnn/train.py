@@ -115,6 +115,9 @@ class Trainer:
             "test_frac": config.test_frac,
         }
         self.splits = split_corpus(corpus.ids, config.val_frac, config.test_frac)
+        # Character frequencies of the training text: where unprimed samples start.
+        counts = np.bincount(self.splits["train"], minlength=len(self.vocab))
+        self.unigram = (counts / counts.sum()).round(6).tolist()
         self.loader = BatchLoader(self.splits["train"], config.batch_size, config.seq_length)
         if config.val_frac > 0 and len(self.splits["val"]) < 2:
             raise CharrnnError("the validation split is too short to evaluate; raise --val-frac or use a longer corpus")
@@ -382,6 +385,7 @@ class Trainer:
             "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
             "train_seconds": self.train_seconds,
             "first_loss": self.first_loss,
+            "unigram": self.unigram,
             "optimizer": self.optimizer.hyper(),
             "loader": self.loader.state_dict(),
             "rng": self.rng.bit_generator.state,
@@ -399,7 +403,8 @@ class Trainer:
         cfg = self.config
         seed = cfg.seed * 1_000_003 + self.iteration  # its own stream: sampling never moves the training RNG
         pieces = [chunk for _, chunk in generate(self.model, self.vocab, cfg.sample_length,
-                                                 temperature=cfg.sample_temperature, seed=seed)]
+                                                 temperature=cfg.sample_temperature, seed=seed,
+                                                 start_probs=self.unigram)]
         header = f"iteration {self.iteration}, epoch {self.loader.epoch_fraction:.2f}, "
         header += f"val loss {val_loss:.4f}, " if val_loss is not None else ""
         header += f"temperature {cfg.sample_temperature}, seed {seed}\n" + "-" * 60 + "\n"

@@ -19,11 +19,8 @@ from typing import NamedTuple
 import numpy as np
 
 from charrnn.errors import CharrnnError
-from charrnn.kernels import GATE_BLOCKS, GRU, LSTM, RNN
+from charrnn.kernels import GATE_BLOCKS, GATE_NAMES, LSTM, RNN
 
-# Names for the gate blocks, in the order of the kernel legend (charrnn/kernels/__init__.py).
-# The plain RNN's single block is h itself, so it gets no separate name.
-GATE_NAMES = {LSTM: ("i", "f", "o", "g"), GRU: ("r", "z", "n"), RNN: ()}
 SIGMOID_GATES = ("i", "f", "o", "r", "z")
 QUANTITY_ORDER = ("h", "c", "tanh_c", "i", "f", "o", "g", "r", "z", "n")
 # Natural value range of each quantity, for colour scales; None: unbounded (LSTM c).
@@ -89,12 +86,21 @@ def record_activations(model, char_ids, top_k=TOP_K):
     gates = np.asarray(recorded["gates"])
     if gates.shape != (steps, layers, GATE_BLOCKS[cell] * hidden):
         raise ValueError(f"gates have shape {gates.shape}, expected {(steps, layers, GATE_BLOCKS[cell] * hidden)}")
-    for k, name in enumerate(GATE_NAMES[cell]):
+    # The plain RNN's single block is h itself, so it is not a quantity of its own.
+    gate_names = () if cell == RNN else GATE_NAMES[cell]
+    for k, name in enumerate(gate_names):
         activations[name] = np.ascontiguousarray(gates[:, :, k * hidden:(k + 1) * hidden])
     logits = np.asarray(recorded["logits"])
     activations["logits"] = logits
     activations["top_ids"], activations["top_probs"] = top_predictions(logits, top_k)
     return activations
+
+
+def cell_quantities(cell_type):
+    """The quantities record_activations produces for a cell type, known before running a model."""
+    memory = ("c", "tanh_c") if cell_type == LSTM else ()
+    gates = () if cell_type == RNN else GATE_NAMES[cell_type]
+    return [name for name in QUANTITY_ORDER if name == "h" or name in memory or name in gates]
 
 
 def quantities(activations):
@@ -114,11 +120,12 @@ def _check_quantity(activations, quantity):
         raise CharrnnError(f"this model has no quantity {quantity!r}; choose one of: {available}")
 
 
-def rank_cells(activations, features, quantity="h", top=10):
+def rank_cells(activations, features, quantity="h", top=10, one_per_cell=False):
     """Rows (feature, layer, cell, quantity, correlation), the `top` cells by |Pearson r| per feature.
 
-    quantity is a name or a list of names; cells of all of them compete. Constant cells score 0;
-    constant features (nothing to correlate with) produce no rows.
+    quantity is a name or a list of names; cells of all of them compete. one_per_cell keeps only a
+    cell's best quantity per feature (h and c of one LSTM cell often both correlate). Constant cells
+    score 0; constant features (nothing to correlate with) produce no rows.
     """
     names = [quantity] if isinstance(quantity, str) else list(quantity)
     for name in names:
@@ -157,9 +164,16 @@ def rank_cells(activations, features, quantity="h", top=10):
 
     rows = []
     for feature_name, r in zip(feature_names, correlations):
-        for j in np.argsort(-np.abs(r), kind="stable")[:top]:
+        seen, kept = set(), 0
+        for j in np.argsort(-np.abs(r), kind="stable"):
+            if kept == top:
+                break
             name, layer, cell = keys[j]
+            if one_per_cell and (layer, cell) in seen:
+                continue
+            seen.add((layer, cell))
             rows.append(RankedCell(feature_name, layer, cell, name, float(r[j])))
+            kept += 1
     return rows
 
 
@@ -169,20 +183,46 @@ def _varies(centered_norm, values, steps):
     return centered_norm > 1e-6 * scale * np.sqrt(max(steps, 1))
 
 
-def select_cells(activations, ranking, limit=8):
-    """The `limit` distinct cells with the largest |r| in ranking: (values (n, T), labels)."""
-    chosen, labels = [], []
+def strongest_cells(ranking, limit=8):
+    """The rows of the `limit` distinct (layer, cell, quantity) with the largest |r|, strongest first."""
+    chosen, rows = set(), []
     for row in sorted(ranking, key=lambda row: -abs(row.correlation)):
         key = (row.layer, row.cell, row.quantity)
-        if key in chosen:
-            continue
-        chosen.append(key)
-        labels.append(f"L{row.layer} #{row.cell} {row.quantity} ~ {row.feature} r={row.correlation:+.2f}")
-        if len(chosen) == limit:
+        if key not in chosen:
+            chosen.add(key)
+            rows.append(row)
+        if len(rows) == limit:
             break
+    return rows
+
+
+def select_cells(activations, ranking, limit=8):
+    """The `limit` distinct cells with the largest |r| in ranking: (values (n, T), labels)."""
+    rows = strongest_cells(ranking, limit)
+    labels = [f"L{row.layer} #{row.cell} {row.quantity} ~ {row.feature} r={row.correlation:+.2f}" for row in rows]
     steps = len(activations["h"])
-    values = np.array([cell_series(activations, *key) for key in chosen]).reshape(len(chosen), steps)
-    return values, labels
+    values = np.array([cell_series(activations, row.layer, row.cell, row.quantity) for row in rows])
+    return values.reshape(len(rows), steps), labels
+
+
+def busiest_window(features, width, weights=None):
+    """Start of the `width`-character stretch in which the given features change most.
+
+    Each feature's changes are normalised to sum 1 over the text (then multiplied by its weight, if
+    given), so a feature that changes at every word cannot drown one that changes at every quotation mark.
+    """
+    features = [np.asarray(f, dtype=np.float64) for f in features]
+    weights = np.ones(len(features)) if weights is None else np.asarray(weights, dtype=np.float64)
+    steps = len(features[0]) if features else 0
+    if steps <= width:
+        return 0
+    activity = np.zeros(steps)
+    for f, weight in zip(features, weights):
+        changes = np.abs(np.diff(f, prepend=f[:1]))
+        total = changes.sum()
+        if total > 0:
+            activity += weight * changes / total
+    return int(np.argmax(np.convolve(activity, np.ones(width), mode="valid")))
 
 
 def gate_saturation(activations, left_threshold=0.1, right_threshold=0.9):

@@ -1,8 +1,11 @@
 """One self-contained HTML page (inline CSS and JS, no network) for browsing cell activations.
 
-The page shows the text coloured by one cell, a picker for layer, cell and quantity, the model's
-top next-character guesses for the character under the pointer, and the ranking of cells that
-track features (clicking a row selects that cell).
+The page shows the text coloured by one cell (at first the most strongly ranked one), a picker
+for layer, cell and quantity, the model's top next-character guesses for the character under the
+pointer, and the ranking of cells that track features (clicking a row selects that cell).
+
+The address can pick the cell shown first: index.html#layer=1&cell=37&quantity=c (a query string
+works too); the address follows later selections, so it can be copied as a link to one cell.
 
 Element ids, for tests that drive the page: #inspect-data (the JSON), #config (header), #layer,
 #cell, #prev-cell, #next-cell, #quantity, #autoscale, #legend, #selection, #text (one <span data-i>
@@ -131,8 +134,8 @@ body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-ser
 header { padding: 14px 20px 10px; background: var(--paper); border-bottom: 1px solid var(--line); }
 h1 { font-size: 18px; margin: 0 0 4px; }
 h2 { font-size: 15px; margin: 0 0 8px; }
-#config { color: var(--muted); font-size: 13px; }
-#config span { margin-right: 14px; white-space: nowrap; }
+#config { display: flex; flex-wrap: wrap; gap: 2px 14px; color: var(--muted); font-size: 13px; }
+#config span { min-width: 0; overflow-wrap: anywhere; }
 #config b { color: var(--ink); font-weight: 600; }
 #controls { position: sticky; top: 0; z-index: 2; display: flex; flex-wrap: wrap; gap: 10px 18px; align-items: center;
   padding: 8px 20px; background: var(--paper); border-bottom: 1px solid var(--line); }
@@ -285,6 +288,8 @@ tbody tr.selected { background: #dce8f8; }
     return decoded[key];
   }
 
+  function signed(x, digits) { return (x >= 0 ? "+" : "") + x.toFixed(digits); }
+
   function mix(x) {
     x = Math.max(-1, Math.min(1, x)) || 0;
     const end = x > 0 ? POS : NEG, w = Math.abs(x);
@@ -300,10 +305,12 @@ tbody tr.selected { background: #dce8f8; }
     cellInput.value = String(cell);
     const b = block(quantity, layer);
     series = b.values.subarray(cell * T, (cell + 1) * T);
+    // Bounded quantities keep their natural scale unless asked; unbounded ones (c) always fit the
+    // cell, since one cell's large c would wash out every other cell of the layer.
     const range = data.ranges[quantity];
-    if (range) { center = (range[0] + range[1]) / 2; half = (range[1] - range[0]) / 2; }
-    else { center = 0; half = Math.max(Math.abs(b.lo), Math.abs(b.hi)) || 1; }
-    if (autoscale.checked) {
+    center = range ? (range[0] + range[1]) / 2 : 0;
+    half = range ? (range[1] - range[0]) / 2 : 1;
+    if (autoscale.checked || !range) {
       let m = 0;
       for (let i = 0; i < T; i++) m = Math.max(m, Math.abs(series[i] - center));
       half = m || 1;
@@ -321,12 +328,13 @@ tbody tr.selected { background: #dce8f8; }
     for (const row of data.ranking)
       if (row.layer === layer && row.cell === cell && row.quantity === quantity &&
           (!best || Math.abs(row.correlation) > Math.abs(best.correlation))) best = row;
-    if (best) note += " \u2014 tracks " + best.feature + " (r = " + best.correlation.toFixed(2) + ")";
+    if (best) note += " \u2014 best match: " + best.feature + " (r = " + signed(best.correlation, 2) + ")";
     $("selection").textContent = note;
     for (const tr of rankingRows)
       tr.classList.toggle("selected", Number(tr.dataset.layer) === layer && Number(tr.dataset.cell) === cell &&
                                       tr.dataset.quantity === quantity);
     if (current !== null) showInfo(current);
+    remember();
   }
 
   // Pointing at a character: its value and the model's guesses for the character after it.
@@ -371,7 +379,7 @@ tbody tr.selected { background: #dce8f8; }
   for (const row of data.ranking) {
     const tr = el("tr");
     tr.dataset.layer = String(row.layer); tr.dataset.cell = String(row.cell); tr.dataset.quantity = row.quantity;
-    const r = el("td", (row.correlation >= 0 ? "+" : "") + row.correlation.toFixed(3), "num");
+    const r = el("td", signed(row.correlation, 3), "num");
     const rgb = mix(row.correlation);
     r.style.background = "rgb(" + rgb.join(",") + ")";
     r.style.color = Math.abs(row.correlation) > 0.6 ? "#fff" : "#111";
@@ -393,11 +401,31 @@ tbody tr.selected { background: #dce8f8; }
   $("prev-cell").addEventListener("click", () => { cellInput.value = String(Number(cellInput.value) - 1); draw(); });
   $("next-cell").addEventListener("click", () => { cellInput.value = String(Number(cellInput.value) + 1); draw(); });
 
-  const first = data.ranking[0];
-  if (first) {
-    layerSelect.value = String(first.layer); cellInput.value = String(first.cell); quantitySelect.value = first.quantity;
+  // A selection in the address (#layer=1&cell=37&quantity=c) wins over the strongest ranked cell,
+  // so a link can point at one cell; the address follows the selection.
+  function select(layer, cell, quantity) {
+    if (Number.isInteger(layer) && layer >= 0 && layer < data.layers) layerSelect.value = String(layer);
+    if (Number.isInteger(cell) && cell >= 0 && cell < data.hidden) cellInput.value = String(cell);
+    if (data.quantities.includes(quantity)) quantitySelect.value = quantity;
   }
-  if (T > 0) draw();
+  function selectFromAddress() {
+    const params = new URLSearchParams(location.hash.slice(1) || location.search.slice(1));
+    const number = (key) => (params.has(key) && params.get(key) !== "" ? Number(params.get(key)) : NaN);
+    select(number("layer"), number("cell"), params.get("quantity"));
+  }
+  function remember() {
+    const hash = "#layer=" + layerSelect.value + "&cell=" + cellInput.value + "&quantity=" + quantitySelect.value;
+    if (location.hash !== hash) {
+      try { history.replaceState(null, "", hash); } catch (error) { /* some file:// setups refuse; harmless */ }
+    }
+  }
+  let strongest = null;
+  for (const row of data.ranking)
+    if (!strongest || Math.abs(row.correlation) > Math.abs(strongest.correlation)) strongest = row;
+  if (strongest) select(strongest.layer, strongest.cell, strongest.quantity);
+  selectFromAddress();
+  window.addEventListener("hashchange", () => { selectFromAddress(); if (T > 0) draw(); });
+  if (T > 0) { draw(); showInfo(0); }
 })();
 </script>
 </body>

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from charrnn.errors import CharrnnError
-from charrnn.features import quote_feature
-from charrnn.inspection import (GateSaturation, RankedCell, ansi_cell_view, gate_saturation,
-                                load_activations_npz, quantities, rank_cells, record_activations,
-                                save_activations_npz, select_cells, softmax, top_predictions,
-                                write_file_atomically)
+from charrnn.features import bracket_depth, quote_feature
+from charrnn.inspection import (GateSaturation, RankedCell, ansi_cell_view, busiest_window, cell_quantities,
+                                gate_saturation, load_activations_npz, quantities, rank_cells,
+                                record_activations, save_activations_npz, select_cells, softmax,
+                                top_predictions, write_file_atomically)
 
 BLOCKS = {"lstm": 4, "gru": 3, "rnn": 1}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -172,3 +172,38 @@ def test_ansi_view_plain_and_coloured():
     assert "\x1b[48;5;" in cube and "48;2" not in cube
     centred = ansi_cell_view("xy", np.array([0.5, 1.0]), center=0.5, scale=0.5)
     assert "\x1b[48;2;247;247;247m" in centred and "\x1b[48;2;178;24;43m" in centred
+
+
+def test_ranking_one_per_cell_keeps_each_cells_best_quantity():
+    activations = planted_activations(TEXT)
+    rows = rank_cells(activations, {"q": quote_feature(TEXT)}, quantity=["h", "tanh_c"], top=3, one_per_cell=True)
+    assert len(rows) == 3
+    assert len({(row.layer, row.cell) for row in rows}) == 3
+    # h and tanh_c of the planted cell tie at r = 1: the first quantity listed wins.
+    assert (rows[0].layer, rows[0].cell) == (1, 2) and rows[0].quantity == "h"
+    everything = rank_cells(activations, {"q": quote_feature(TEXT)}, quantity=["h", "tanh_c"], top=100,
+                            one_per_cell=True)
+    assert len(everything) == 2 * 4
+
+
+def test_busiest_window_finds_where_the_features_change():
+    text = "x" * 200 + 'a "b" (c) "d"' + "y" * 200
+    features = [quote_feature(text), np.zeros(len(text))]
+    start = busiest_window(features, 20)
+    assert 193 <= start <= 202
+    assert busiest_window(features, 1000) == 0  # the whole text fits
+    # a feature that changes everywhere weighs no more than one that changes rarely
+    alternating = np.arange(len(text)) % 2.0
+    assert 193 <= busiest_window([quote_feature(text), alternating], 20) <= 202  # all four quote changes
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_cell_quantities_are_known_before_recording(cell):
+    assert cell_quantities(cell) == quantities(record_activations(FakeModel(cell), np.arange(3)))
+
+
+def test_busiest_window_weights_features():
+    text = "x" * 100 + '"a"' + "x" * 100 + "(b)" + "x" * 100
+    features = [quote_feature(text), bracket_depth(text)]
+    assert 83 <= busiest_window(features, 20, weights=[1.0, 0.1]) <= 100  # both changes of the quote
+    assert 186 <= busiest_window(features, 20, weights=[0.1, 1.0]) <= 203

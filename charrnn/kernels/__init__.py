@@ -19,3 +19,5 @@ Gate order along the GH axis (block k occupies columns k*H .. (k+1)*H):
 
 LSTM, GRU, RNN = "lstm", "gru", "rnn"
 GATE_BLOCKS = {LSTM: 4, GRU: 3, RNN: 1}
+# The gate blocks by name, in the order above.
+GATE_NAMES = {LSTM: ("i", "f", "o", "g"), GRU: ("r", "z", "n"), RNN: ("a",)}

@@ -8,9 +8,14 @@ charrnn.kernels do the arithmetic. Parameter names and shapes (legend in charrnn
     layer{l}.b_hn (H,)            GRU only: bias inside the reset gate's product, as in PyTorch
     out.W (H, V), out.b (V,)      output layer
 The carried state is one array (2, L, B, H): state[0] is h, state[1] is c (kept zero for gru/rnn).
+
+A batch's streams are independent, so forward and backward cut them into slices that run at once
+on threads with single-threaded BLAS (charrnn.parallel); the slices' gradients are summed. The cut
+depends only on B and the BLAS thread budget, so a run on one machine is reproducible bit for bit.
 """
 
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 
@@ -33,6 +38,7 @@ from charrnn.kernels.recurrent import (
     rnn_backward,
     rnn_forward,
 )
+from charrnn.parallel import part_count, run_parts, small_gemm_budget, split_rows
 
 INIT_RANGE = 0.08  # char-rnn's uniform initialisation
 FORGET_BIAS = 1.0  # char-rnn starts LSTMs remembering
@@ -108,7 +114,8 @@ def init_params(config, seed=0, dtype=np.float32):
 
 
 class _Workspace:
-    """Arrays for one window shape, reused across calls so a training step allocates nothing large."""
+    """Arrays for one slice of streams of one window shape, reused so a training step allocates
+    nothing large. Each slice runs on its own thread, so nothing here is shared between slices."""
 
     def __init__(self, config, batch, steps, dtype):
         L, H, GH, V = config.layers, config.hidden, config.gate_width, config.vocab_size
@@ -122,11 +129,21 @@ class _Workspace:
         self.masks = np.empty((L, T, B, H), dtype)
         self.logits = np.empty((T * B, V), dtype)
         self.dlogits = np.empty((T * B, V), dtype)
+        self.targets = np.empty(T * B, np.int64)
         self.dgates_x = np.empty((T, B, GH), dtype)
         self.dgates_h = np.empty((T, B, GH), dtype) if config.cell == GRU else self.dgates_x
         self.dh_seq = np.empty((T, B, H), dtype)
         self.zero_state = np.zeros((B, H), dtype)
         self.no_grad = np.empty((0, V), dtype)
+        self.grads = None  # this slice's gradients, when it is not the slice writing the caller's
+
+
+class _Window:
+    """The slices of streams (rows of the batch) that run concurrently, with their work arrays."""
+
+    def __init__(self, config, batch, steps, dtype, parts):
+        self.rows = split_rows(batch, parts)
+        self.parts = [_Workspace(config, rows.stop - rows.start, steps, dtype) for rows in self.rows]
 
 
 class Model:
@@ -138,7 +155,7 @@ class Model:
         if params is None:
             params = init_params(config, seed, self.dtype)
         self.params = self._checked_params(params)
-        self._workspaces = {}
+        self._windows = {}
         self._last = None
 
     def _checked_params(self, params):
@@ -187,8 +204,47 @@ class Model:
         if use_dropout and dropout_rng is None:
             raise CharrnnError("training with dropout needs a random generator (dropout_rng)")
 
-        ws = self._workspace(B, T)
+        window = self._window(B, T)
+        if use_dropout:
+            self._draw_masks(window, dropout_rng)
+        want_grad = train and targets is not None
+        scale = 1.0 / (B * T)
+        tasks = [
+            partial(self._forward_part, ws, inputs[rows], None if targets is None else targets[rows],
+                    state[:, :, rows], use_dropout, want_grad, scale)
+            for ws, rows in zip(window.parts, window.rows)
+        ]
+        totals = run_parts(tasks)
+
+        final_state = np.empty_like(state)
+        for ws, rows in zip(window.parts, window.rows):
+            final_state[0, :, rows] = ws.h_seq[:, T - 1]
+            final_state[1, :, rows] = ws.c_seq[:, T - 1] if self.config.cell == LSTM else 0.0
+        loss = None
+        if targets is not None:
+            loss = sum(totals) / (B * T)
+            if not np.isfinite(loss):
+                raise NonFiniteLoss(f"the loss became {loss}")
+        self._last = (inputs, state, window, use_dropout, want_grad)
+        return loss, final_state
+
+    def _draw_masks(self, window, rng):
+        """Inverted-dropout masks, drawn for the whole batch layer by layer, then cut into slices."""
+        cfg = self.config
+        keep = 1.0 - cfg.dropout
+        T = window.parts[0].masks.shape[1]
+        B = window.rows[-1].stop
+        for layer in range(cfg.layers):
+            uniforms = rng.random((T, B, cfg.hidden), dtype=self.dtype)
+            for ws, rows in zip(window.parts, window.rows):
+                mask = ws.masks[layer]
+                np.less(uniforms[:, rows], keep, out=mask)
+                mask *= self.dtype.type(1.0 / keep)
+
+    def _forward_part(self, ws, inputs, targets, state, use_dropout, want_grad, scale):
+        """Forward of one slice of streams; returns its summed loss (0.0 without targets)."""
         cfg, p = self.config, self.params
+        B, T = inputs.shape
         layer_input = None
         for layer in range(cfg.layers):
             gates = ws.gates[layer]
@@ -202,48 +258,37 @@ class Model:
             self._cell_forward(layer, ws, state)
             layer_input = ws.h_seq[layer]
             if use_dropout:
-                keep = 1.0 - cfg.dropout
-                mask = ws.masks[layer]
-                np.less(dropout_rng.random(mask.shape, dtype=self.dtype), keep, out=mask)
-                mask *= self.dtype.type(1.0 / keep)
-                np.multiply(layer_input, mask, out=ws.dropped[layer])
+                np.multiply(layer_input, ws.masks[layer], out=ws.dropped[layer])
                 layer_input = ws.dropped[layer]
 
         matmul(ws.logits, layer_input.reshape(T * B, cfg.hidden), p["out.W"])
         add_bias(ws.logits, p["out.b"])
-
-        final_state = np.empty_like(state)
-        final_state[0] = ws.h_seq[:, T - 1]
-        if cfg.cell == LSTM:
-            final_state[1] = ws.c_seq[:, T - 1]
-        else:
-            final_state[1] = 0.0
-
-        loss = None
-        if targets is not None:
-            targets_time_major = np.ascontiguousarray(targets.T).reshape(-1)
-            gradient_out = ws.dlogits if train else ws.no_grad
-            total = softmax_cross_entropy(gradient_out, ws.logits, targets_time_major, 1.0 / (B * T))
-            loss = total / (B * T)
-            if not np.isfinite(loss):
-                raise NonFiniteLoss(f"the loss became {loss}")
-        self._last = (inputs, state, ws, use_dropout, train and targets is not None)
-        return loss, final_state
+        if targets is None:
+            return 0.0
+        ws.targets.reshape(T, B)[...] = targets.T
+        return softmax_cross_entropy(ws.dlogits if want_grad else ws.no_grad, ws.logits, ws.targets, scale)
 
     @property
     def last_logits(self):
-        return self._last[2].logits
+        window = self._last[2]
+        if len(window.parts) == 1:
+            return window.parts[0].logits
+        T = self._last[0].shape[1]
+        V = self.config.vocab_size
+        pieces = [ws.logits.reshape(T, -1, V) for ws in window.parts]
+        return np.concatenate(pieces, axis=1).reshape(-1, V)
 
     def _cell_forward(self, layer, ws, state):
-        p, cell = self.params, self.config.cell
+        p, cell, tile = self.params, self.config.cell, small_gemm_budget()
         W_h = p[f"layer{layer}.W_h"]
         h0 = state[0, layer]
         if cell == LSTM:
-            lstm_forward(ws.h_seq[layer], ws.c_seq[layer], ws.aux_seq[layer], ws.gates[layer], W_h, h0, state[1, layer])
+            lstm_forward(ws.h_seq[layer], ws.c_seq[layer], ws.aux_seq[layer], ws.gates[layer], W_h, h0, state[1, layer],
+                         tile)
         elif cell == GRU:
-            gru_forward(ws.h_seq[layer], ws.aux_seq[layer], ws.gates[layer], W_h, p[f"layer{layer}.b_hn"], h0)
+            gru_forward(ws.h_seq[layer], ws.aux_seq[layer], ws.gates[layer], W_h, p[f"layer{layer}.b_hn"], h0, tile)
         else:
-            rnn_forward(ws.h_seq[layer], ws.gates[layer], W_h, h0)
+            rnn_forward(ws.h_seq[layer], ws.gates[layer], W_h, h0, tile)
 
     # ---------------------------------------------------------------------------------- backward
     def backward(self, grads, dfinal_state=None):
@@ -254,14 +299,35 @@ class Model:
         """
         if self._last is None or not self._last[4]:
             raise CharrnnError("backward needs a preceding forward with train=True and targets")
-        inputs, state, ws, use_dropout, _ = self._last
+        inputs, state, window, use_dropout, _ = self._last
+        dstate = np.zeros_like(state)
+        W_h_T = [np.ascontiguousarray(self.params[f"layer{layer}.W_h"].T) for layer in range(self.config.layers)]
+        tasks = []
+        for k, (ws, rows) in enumerate(zip(window.parts, window.rows)):
+            if k == 0:
+                part_grads = grads  # the first slice adds straight into the caller's gradients
+            else:
+                if ws.grads is None:
+                    ws.grads = self.zeros_like_params()
+                part_grads = ws.grads
+                for grad in part_grads.values():
+                    grad.fill(0.0)
+            dfinal = None if dfinal_state is None else dfinal_state[:, :, rows]
+            tasks.append(partial(self._backward_part, ws, part_grads, inputs[rows], state[:, :, rows],
+                                 dstate[:, :, rows], dfinal, use_dropout, W_h_T))
+        run_parts(tasks)
+        for ws in window.parts[1:]:
+            for name, grad in grads.items():
+                grad += ws.grads[name]
+        return dstate
+
+    def _backward_part(self, ws, grads, inputs, state, dstate, dfinal_state, use_dropout, W_h_T):
         cfg, p = self.config, self.params
         B, T = inputs.shape
         H, GH = cfg.hidden, cfg.gate_width
-        dstate = np.zeros_like(state)
 
         top = ws.dropped[cfg.layers - 1] if use_dropout else ws.h_seq[cfg.layers - 1]
-        self._weight_gradient(grads["out.W"], top.reshape(T * B, H).T, ws.dlogits)
+        matmul_accumulate(grads["out.W"], top.reshape(T * B, H).T, ws.dlogits)
         bias_backward(grads["out.b"], ws.dlogits)
         dh_seq = ws.dh_seq
         matmul(dh_seq.reshape(T * B, H), ws.dlogits, p["out.W"].T)
@@ -274,16 +340,16 @@ class Model:
             else:
                 dh_last = np.ascontiguousarray(dfinal_state[0, layer], dtype=self.dtype)
                 dc_last = np.ascontiguousarray(dfinal_state[1, layer], dtype=self.dtype)
-            self._cell_backward(layer, ws, state, dstate, dh_seq, dh_last, dc_last)
+            self._cell_backward(layer, ws, state, dstate, dh_seq, dh_last, dc_last, W_h_T[layer])
 
             dgates_x = ws.dgates_x.reshape(T * B, GH)
             dgates_h = ws.dgates_h.reshape(T * B, GH)
             h_seq = ws.h_seq[layer]
             dW_h = grads[f"layer{layer}.W_h"]
             # W_h met h0 at step 0 and h_{t-1} afterwards.
-            self._weight_gradient(dW_h, state[0, layer].T, ws.dgates_h[0])
+            matmul_accumulate(dW_h, state[0, layer].T, ws.dgates_h[0])
             if T > 1:
-                self._weight_gradient(dW_h, h_seq[: T - 1].reshape((T - 1) * B, H).T, dgates_h[B:])
+                matmul_accumulate(dW_h, h_seq[: T - 1].reshape((T - 1) * B, H).T, dgates_h[B:])
             bias_backward(grads[f"layer{layer}.b"], dgates_x)
             if cfg.cell == GRU:
                 bias_backward(grads[f"layer{layer}.b_hn"], dgates_h[:, 2 * H :])
@@ -291,35 +357,23 @@ class Model:
                 embedding_backward(grads["layer0.W_x"], ws.dgates_x, inputs)
             else:
                 below = ws.dropped[layer - 1] if use_dropout else ws.h_seq[layer - 1]
-                self._weight_gradient(grads[f"layer{layer}.W_x"], below.reshape(T * B, H).T, dgates_x)
+                matmul_accumulate(grads[f"layer{layer}.W_x"], below.reshape(T * B, H).T, dgates_x)
                 matmul(dh_seq.reshape(T * B, H), dgates_x, p[f"layer{layer}.W_x"].T)
-        return dstate
 
-    def _weight_gradient(self, dW, a_T, b):
-        matmul_accumulate(dW, a_T, b, self._scratch_like(dW))
-
-    def _scratch_like(self, array):
-        key = ("scratch", array.shape)
-        if key not in self._workspaces:
-            self._workspaces[key] = np.empty(array.shape, self.dtype)
-        return self._workspaces[key]
-
-    def _cell_backward(self, layer, ws, state, dstate, dh_seq, dh_last, dc_last):
-        p, cell = self.params, self.config.cell
-        W_h = p[f"layer{layer}.W_h"]
-        dh0 = dstate[0, layer]
-        if cell == LSTM:
+    def _cell_backward(self, layer, ws, state, dstate, dh_seq, dh_last, dc_last, W_h_T):
+        dh0, tile = dstate[0, layer], small_gemm_budget()
+        if self.config.cell == LSTM:
             lstm_backward(
                 ws.dgates_x, dh0, dstate[1, layer], dh_seq, dh_last, dc_last,
-                ws.gates[layer], ws.c_seq[layer], ws.aux_seq[layer], state[1, layer], W_h,
+                ws.gates[layer], ws.c_seq[layer], ws.aux_seq[layer], state[1, layer], W_h_T, tile,
             )
-        elif cell == GRU:
+        elif self.config.cell == GRU:
             gru_backward(
                 ws.dgates_x, ws.dgates_h, dh0, dh_seq, dh_last,
-                ws.gates[layer], ws.h_seq[layer], ws.aux_seq[layer], state[0, layer], W_h,
+                ws.gates[layer], ws.h_seq[layer], ws.aux_seq[layer], state[0, layer], W_h_T, tile,
             )
         else:
-            rnn_backward(ws.dgates_x, dh0, dh_seq, dh_last, ws.gates[layer], W_h)
+            rnn_backward(ws.dgates_x, dh0, dh_seq, dh_last, ws.gates[layer], W_h_T, tile)
 
     # ------------------------------------------------------------------------------ conveniences
     def loss_and_grads(self, inputs, targets, state, grads, dropout_rng=None):
@@ -342,7 +396,7 @@ class Model:
         ids = np.asarray(char_ids).reshape(1, -1)
         T = ids.shape[1]
         self.forward(ids, None, self.initial_state(1))
-        ws = self._last[2]
+        ws = self._last[2].parts[0]  # one stream is never split
         L, H, GH = self.config.layers, self.config.hidden, self.config.gate_width
         return {
             "h": ws.h_seq[:, :, 0].transpose(1, 0, 2).copy(),
@@ -352,14 +406,14 @@ class Model:
         }
 
     # -------------------------------------------------------------------------------- validation
-    def _workspace(self, batch, steps):
-        key = (batch, steps)
-        if key not in self._workspaces:
-            windows = [k for k in self._workspaces if k[0] != "scratch"]
-            if len(windows) >= 4:  # evaluation's short last window should not pin memory forever
-                del self._workspaces[windows[0]]
-            self._workspaces[key] = _Workspace(self.config, batch, steps, self.dtype)
-        return self._workspaces[key]
+    def _window(self, batch, steps):
+        parts = part_count(batch)
+        key = (batch, steps, parts)
+        if key not in self._windows:
+            if len(self._windows) >= 4:  # evaluation's short last window should not pin memory forever
+                del self._windows[next(iter(self._windows))]
+            self._windows[key] = _Window(self.config, batch, steps, self.dtype, parts)
+        return self._windows[key]
 
     def _checked_ids(self, ids, what):
         ids = np.asarray(ids)
@@ -373,7 +427,8 @@ class Model:
                 f"{what} hold character id {high if high >= self.config.vocab_size else low}, "
                 f"outside this model's vocabulary of {self.config.vocab_size} symbols"
             )
-        return np.ascontiguousarray(ids, dtype=np.int64)
+        # int32 (the batch loader's) and int64 go to the kernels as they are; Numba compiles each.
+        return np.ascontiguousarray(ids, dtype=ids.dtype if ids.dtype in (np.int32, np.int64) else np.int64)
 
     def _checked_state(self, state, batch):
         expected = (2, self.config.layers, batch, self.config.hidden)

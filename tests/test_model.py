@@ -191,3 +191,46 @@ def test_non_finite_loss_is_reported():
     model.params["out.b"][:] = np.nan
     with pytest.raises(NonFiniteLoss):
         model.loss_and_grads(inputs, targets, state, model.zeros_like_params())
+
+
+def split_into(monkeypatch, parts):
+    monkeypatch.setattr("charrnn.model.part_count", lambda batch: min(parts, batch))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_batch_split_across_threads_computes_the_same_window(cell, monkeypatch):
+    model, inputs, targets, state = tiny_problem(cell, True, dropout=0.3, B=7, T=5)
+    final_weights = np.random.default_rng(5).normal(size=state.shape)
+    results = []
+    for parts in (1, 3):
+        split_into(monkeypatch, parts)
+        grads = model.zeros_like_params()
+        loss, final = model.forward(inputs, targets, state, train=True, dropout_rng=np.random.default_rng(9))
+        assert len(model._last[2].parts) == parts
+        logits = model.last_logits.copy()
+        dstate = model.backward(grads, dfinal_state=final_weights)
+        results.append((loss, final, logits, dstate, grads))
+    (loss1, *arrays1, grads1), (loss3, *arrays3, grads3) = results
+    assert abs(loss1 - loss3) <= 1e-13 * abs(loss1)
+    for one, three in zip(arrays1, arrays3):
+        np.testing.assert_allclose(three, one, rtol=1e-12, atol=1e-14)
+    for name in grads1:
+        np.testing.assert_allclose(grads3[name], grads1[name], rtol=1e-11, atol=1e-14)
+
+
+def test_gradients_of_a_split_batch_match_finite_differences(monkeypatch):
+    split_into(monkeypatch, 2)
+    model, inputs, targets, state = tiny_problem("lstm", True, dropout=0.2, B=4)
+    check_every_gradient(model, inputs, targets, state, dropout_seed=3, entries=40)
+    assert len(model._last[2].parts) == 2
+
+
+def test_split_gradients_accumulate_into_the_callers_arrays(monkeypatch):
+    split_into(monkeypatch, 2)
+    model, inputs, targets, state = tiny_problem("gru", True, B=4)
+    once = model.zeros_like_params()
+    model.loss_and_grads(inputs, targets, state, once)
+    twice = {name: grad.copy() for name, grad in once.items()}
+    model.loss_and_grads(inputs, targets, state, twice)
+    for name in once:
+        np.testing.assert_allclose(twice[name], 2 * once[name], rtol=1e-12, atol=1e-15)

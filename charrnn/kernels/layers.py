@@ -1,14 +1,14 @@
 """Non-recurrent pieces: the one-hot input layer as a row gather, matrix products, bias, loss.
 
-All matrix products go through numba's np.dot so that every BLAS call in a training step uses one
-BLAS library and one thread pool (two OpenBLAS pools spinning on two cores slow each other down).
+All matrix products go through charrnn.kernels.blas (Numba's gemm helper, the BLAS behind np.dot)
+so that every BLAS call in a training step uses one BLAS library and one thread pool (two OpenBLAS
+pools spinning on two cores slow each other down).
 """
 
 import math
 
-import numpy as np
-
 from charrnn.jit import njit
+from charrnn.kernels.blas import gemm
 
 
 @njit
@@ -35,14 +35,13 @@ def embedding_backward(dW_x, dgates, ids):
 @njit
 def matmul(out, a, b):
     """out = a @ b (a or b may be transposed views)."""
-    np.dot(a, b, out)
+    gemm(out, a, b, 0.0)
 
 
 @njit
-def matmul_accumulate(out, a, b, scratch):
-    """out += a @ b, through a scratch array of out's shape."""
-    np.dot(a, b, scratch)
-    out += scratch
+def matmul_accumulate(out, a, b):
+    """out += a @ b, in place (BLAS's beta = 1)."""
+    gemm(out, a, b, 1.0)
 
 
 @njit
@@ -66,7 +65,8 @@ def softmax_cross_entropy(dlogits, logits, targets, scale):
     """Returns the summed loss (nats, float64) of rows `logits` (N, V) against `targets` (N,).
 
     Writes scale * (softmax(logits) - onehot(targets)) into dlogits when dlogits has N rows; pass an
-    empty (0, V) array to skip the gradient (evaluation).
+    empty (0, V) array to skip the gradient (evaluation). Each exponential is computed once, in the
+    logits' dtype, and summed in float64.
     """
     N, V = logits.shape
     want_grad = dlogits.shape[0] == N
@@ -78,12 +78,18 @@ def softmax_cross_entropy(dlogits, logits, targets, scale):
             if row[v] > peak:
                 peak = row[v]
         normaliser = 0.0
-        for v in range(V):
-            normaliser += math.exp(row[v] - peak)
-        log_normaliser = peak + math.log(normaliser)
-        total += log_normaliser - row[targets[n]]
         if want_grad:
+            out = dlogits[n]
             for v in range(V):
-                dlogits[n, v] = scale * math.exp(row[v] - log_normaliser)
-            dlogits[n, targets[n]] -= scale
+                e = math.exp(row[v] - peak)
+                out[v] = e
+                normaliser += e
+            factor = out.dtype.type(scale / normaliser)
+            for v in range(V):
+                out[v] *= factor
+            out[targets[n]] -= out.dtype.type(scale)
+        else:
+            for v in range(V):
+                normaliser += math.exp(row[v] - peak)
+        total += math.log(normaliser) + peak - row[targets[n]]
     return total

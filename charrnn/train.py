@@ -50,7 +50,7 @@ class TrainConfig:
     seq_length: int = 100
     batch_size: int = 50
     optimizer: str = "adam"
-    lr: float = 2e-3
+    lr: float = 4e-3
     lr_decay: float = 0.97
     lr_decay_after: float = 10.0  # epochs
     weight_decay: float = 0.0

@@ -8,7 +8,7 @@ import pytest
 from conftest import synthetic_text
 
 from charrnn.checkpoint import checkpoint_name
-from charrnn.cli import main
+from cli_runner import run_main
 from charrnn.corpora import file_sha256
 from charrnn.data import Vocab, split_corpus
 from charrnn.features import bracket_depth, builtin_features, quote_feature
@@ -76,13 +76,7 @@ def make_checkpoint(directory, cell="lstm", text=None, name="model.npz"):
 
 def run(argv, capsys):
     """(exit code, stdout, stderr) of `charrnn ARGV`."""
-    try:
-        main([str(arg) for arg in argv])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_main(capsys, *argv)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from charrnn.cli import cli, main
+from charrnn.cli import cli
+from cli_runner import run_main
 from charrnn.data import Vocab
 from charrnn.model import Model, ModelConfig
 from charrnn.sampling import beam_search, generate_text
@@ -31,17 +32,6 @@ def run(*args):
     if result.exception and not isinstance(result.exception, SystemExit):
         raise result.exception
     return result
-
-
-def run_main(capsys, *args):
-    """The real entry point in-process: (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_sample_prints_the_seeded_text_as_utf8(saved):

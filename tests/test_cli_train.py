@@ -6,21 +6,13 @@ import sys
 
 import pytest
 
-from charrnn.cli import main
+from cli_runner import run_main
 
 SMALL = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--seq-length", "16", "--eval-every", "10",
          "--sample-length", "20", "--print-every", "5"]
 
 
-def run_cli(capsys, *args):
-    """(exit code, stdout, stderr) of `charrnn ARGS` run in this process."""
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+run_cli = run_main
 
 
 def assert_one_line_error(code, err, *phrases):

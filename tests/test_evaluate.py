@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn.cli import cli, main
+from charrnn.cli import cli
+from cli_runner import run_main
 from charrnn.data import Vocab, load_corpus, split_corpus
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_loss, novel_substring_fractions
@@ -145,16 +146,6 @@ def invoke(*args):
         raise result.exception
     assert result.exit_code == 0, result.output
     return result.stdout
-
-
-def run_main(capsys, *args):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_eval_on_a_split_matches_evaluate_loss(run):

@@ -11,7 +11,10 @@ and learning rate, so N iterations + resume + N more equals 2N straight, bit for
 import json
 import math
 import os
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -213,7 +216,8 @@ class Trainer:
                 if stop:
                     reason = stop
                     break
-                loss, grad_norm = self._train_step()
+                with interrupts_deferred():
+                    loss, grad_norm = self._train_step()
                 if loss is None:
                     continue
                 window_iters += 1
@@ -274,14 +278,27 @@ class Trainer:
         return None
 
     def _train_step(self):
-        """One iteration; returns (loss, grad norm), or (None, None) after rolling back a divergence."""
+        """One iteration; returns (loss, grad norm), or (None, None) after rolling back a divergence.
+
+        An exception before the update leaves data position, RNG and carried state as they were,
+        so a checkpoint saved after it resumes with exactly this iteration.
+        """
+        before = (self.loader.state_dict(), self.rng.bit_generator.state, self.state, self.optimizer.lr)
+        try:
+            return self._step_once()
+        except BaseException:
+            loader_state, self.rng.bit_generator.state, self.state, self.optimizer.lr = before
+            self.loader.load_state_dict(loader_state)
+            raise
+
+    def _step_once(self):
         cfg = self.config
         if self._snapshot is None or self.iteration % 100 == 0:
             self._take_snapshot()
         epoch_before = self.loader.epoch
         inputs, targets, reset = self.loader.next_batch()
         if reset:
-            self.state[...] = 0.0
+            self.state = np.zeros_like(self.state)
         if self.loader.epoch != epoch_before and self.loader.epoch >= cfg.lr_decay_after and cfg.lr_decay < 1:
             self.optimizer.lr = self.optimizer.lr * cfg.lr_decay
         for grad in self.grads.values():
@@ -433,6 +450,23 @@ class Trainer:
         scratch.loss_and_grads(ids, ids, scratch.initial_state(1), scratch.zeros_like_params(),
                                np.random.default_rng(0))
         return time.perf_counter() - started
+
+
+@contextmanager
+def interrupts_deferred():
+    """Holds a Ctrl-C that arrives inside the block until the block ends, so an iteration is
+    applied whole or not at all and the checkpoint saved on interrupt is consistent."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def run_training(config, resume_from=None, log=print):

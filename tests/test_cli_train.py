@@ -1,11 +1,14 @@
 """`charrnn train` and `charrnn corpus` from the command line: bad input gives one line and exit 1."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from charrnn.checkpoint import load_checkpoint
 from cli_runner import run_main
 
 SMALL = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--seq-length", "16", "--eval-every", "10",
@@ -87,6 +90,25 @@ def test_a_real_process_exits_cleanly_on_bad_input(tmp_path):
     result = subprocess.run([sys.executable, "-m", "charrnn", "train", str(empty)], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_in_a_real_process_leaves_a_resumable_checkpoint(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "charrnn", "train", str(tiny_corpus), *SMALL, "--max-iters", "100000",
+               "--eval-every", "1000", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:  # wait until training is under way
+        if line.startswith("iter"):
+            break
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "saving a checkpoint" in stdout
+    arrays, meta = load_checkpoint(out, which="latest")
+    assert meta["iteration"] > 0
+    assert meta["loader"]["position"] % 16 == 0
+    assert not list(out.glob("*.tmp*"))
 
 
 def test_corpus_list_and_offline_build(tmp_path, capsys, monkeypatch):

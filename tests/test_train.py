@@ -141,6 +141,7 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tiny_corpus, tmp_path, monkeypatch):
     assert trainer.run() == "interrupted"
     arrays, meta = load_checkpoint(out, which="latest")
     assert meta["iteration"] == 6
+    assert meta["loader"]["position"] == 6 * 16  # the interrupted window is not skipped on resume
     resumed = Trainer(small_config(tiny_corpus, out, max_iters=8), resume_from=out, log=quiet)
     assert resumed.iteration == 6
     assert not list(out.glob("*.tmp*"))

@@ -1,5 +1,6 @@
 """`charrnn train FILE`: options named after karpathy/char-rnn's train.lua flags."""
 
+import sys
 from pathlib import Path
 
 import click
@@ -61,7 +62,9 @@ def train(ctx, file, resume, out, **options):
         if out is None:
             out = default_out_dir(file, options["model"], options["layers"], options["hidden"])
         config = TrainConfig(corpus=file, out=out, **options)
-    run_training(config, resume_from=resume, log=lambda line: click.echo(line, err=False))
+    reason = run_training(config, resume_from=resume, log=click.echo)
+    if reason == "interrupted":
+        sys.exit(130)  # the shell's convention for Ctrl-C; the checkpoint is already saved
 
 
 def _resumed_config(resume, file, out, options, given):

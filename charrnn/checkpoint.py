@@ -303,8 +303,8 @@ def resolve_checkpoint(path, which: str = "best") -> Path:
     return chosen
 
 
-def _read_pointer(run_dir: Path, which: str) -> Path | None:
-    """The checkpoint a pointer file names, or None if the pointer is missing, malformed or stale."""
+def _pointer_name(run_dir: Path, which: str) -> str | None:
+    """The file name a pointer file records, or None if the pointer is missing or malformed."""
     try:
         pointer = json.loads((run_dir / POINTER_FILES[which]).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
@@ -313,8 +313,21 @@ def _read_pointer(run_dir: Path, which: str) -> Path | None:
     # Pointers are untrusted too: only a bare name inside the run directory is accepted.
     if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
         return None
-    target = run_dir / name
-    return target if target.is_file() else None
+    return name
+
+
+def _read_pointer(run_dir: Path, which: str) -> Path | None:
+    """The checkpoint a pointer file names, or None if the pointer is missing, malformed or stale."""
+    name = _pointer_name(run_dir, which)
+    target = None if name is None else run_dir / name
+    return target if target is not None and target.is_file() else None
+
+
+def stale_pointer(run_dir, which: str) -> str | None:
+    """The name best.json/latest.json records if that file is gone (resolving then falls back to a scan)."""
+    run_dir = Path(run_dir)
+    name = _pointer_name(run_dir, which) if run_dir.is_dir() else None
+    return name if name is not None and not (run_dir / name).is_file() else None
 
 
 def _scan_for(run_dir: Path, which: str) -> Path | None:

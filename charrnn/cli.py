@@ -36,9 +36,23 @@ def main(argv=None):
     except KeyboardInterrupt:
         click.echo("charrnn: interrupted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as error:
+        error.show()  # bare `charrnn`: the help text is the answer
+        sys.exit(error.exit_code)
+    except click.UsageError as error:
+        # One line like every other error, instead of click's usage block.
+        command = error.ctx.command_path if error.ctx is not None else "charrnn"
+        message = " ".join(error.format_message().split()).removesuffix(".")
+        click.echo(f"charrnn: error: {message}; see '{command} --help'", err=True)
+        sys.exit(error.exit_code)
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
+    except MemoryError as error:
+        detail = f" ({error})" if str(error) else ""
+        click.echo(f"charrnn: error: not enough memory{detail}; use smaller sizes "
+                   "(--hidden, --layers, --batch-size, --seq-length, --num-samples, --max-chars)", err=True)
+        sys.exit(1)
     except BrokenPipeError:
         # `charrnn sample ... | head` closes the pipe early; that is not an error.
         sys.stderr.close()

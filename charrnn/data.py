@@ -194,6 +194,11 @@ class Vocab:
         """Inverse of to_dict; raises CharrnnError when d is malformed."""
         if not isinstance(d, dict) or "mode" not in d or "symbols" not in d:
             raise CharrnnError("vocabulary record lacks 'mode' or 'symbols'; the checkpoint is corrupt")
+        if d["mode"] not in ENCODINGS:
+            # normalize_encoding's advice (--encoding) is for the command line, not for a stored record.
+            raise CharrnnError(f"vocabulary record has unknown mode {d['mode']!r}; the checkpoint is corrupt")
+        if not isinstance(d["symbols"], list):
+            raise CharrnnError("vocabulary record's symbols are not a list; the checkpoint is corrupt")
         return cls(d["symbols"], d["mode"])
 
 

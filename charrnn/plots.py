@@ -6,6 +6,7 @@ written to a temporary file beside its target and renamed, so a failure leaves n
 """
 
 import math
+import warnings
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -79,8 +80,12 @@ def plot_cell_heatmap(path, text_segment, values, labels, vmin=None, vmax=None):
     ax.tick_params(axis="x", length=0, pad=2)
     ax.set_yticks(range(rows), labels=list(labels), fontsize=8, parse_math=False)
     figure.colorbar(image, ax=ax, fraction=0.04, pad=0.01)
-    figure.tight_layout()
-    _save(figure, path)
+    with warnings.catch_warnings():
+        # Characters the font lacks (control pictures of a bytes model, CJK...) are drawn as boxes;
+        # a warning per glyph would bury the command's output.
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from", category=UserWarning)
+        figure.tight_layout()
+        _save(figure, path)
 
 
 def plot_loss_curve(path, history):

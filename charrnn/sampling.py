@@ -93,9 +93,13 @@ def start_logits(vocab_size: int, start_probs=None, dtype=np.float32) -> np.ndar
     """The first prediction without a prime: log start_probs, or uniform."""
     if start_probs is None:
         return np.zeros(vocab_size, dtype)
-    probs = np.asarray(start_probs, dtype=np.float64)
+    malformed = CharrnnError(f"start probabilities must be {vocab_size} non-negative numbers with a positive sum")
+    try:
+        probs = np.asarray(start_probs, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise malformed from None  # not numbers at all (e.g. a damaged checkpoint's list)
     if probs.shape != (vocab_size,) or not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.sum() <= 0:
-        raise CharrnnError(f"start probabilities must be {vocab_size} non-negative numbers with a positive sum")
+        raise malformed
     with np.errstate(divide="ignore"):
         return np.log(probs / probs.sum()).astype(dtype)
 

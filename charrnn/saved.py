@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.checkpoint import load_checkpoint, save_checkpoint
+from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from charrnn.data import Vocab, load_corpus, split_corpus
 from charrnn.errors import CharrnnError
 from charrnn.model import Model, ModelConfig
@@ -30,44 +30,59 @@ def save_model(path, model, vocab, meta=None, extra_arrays=None):
     return save_checkpoint(path, arrays, full_meta)
 
 
-def model_from_checkpoint(arrays, meta, dtype=np.float32):
+def model_from_checkpoint(arrays, meta, dtype=np.float32, source="the checkpoint"):
+    """(model, vocab) from a loaded checkpoint; anything inconsistent is a CharrnnError naming `source`."""
     if "model" not in meta or "vocab" not in meta:
-        raise CharrnnError("checkpoint has no model configuration or vocabulary; was it written by charrnn?")
-    config = ModelConfig.from_dict(meta["model"])
-    try:
-        vocab = Vocab.from_dict(meta["vocab"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CharrnnError(f"checkpoint vocabulary is malformed ({error})") from None
-    if len(vocab) != config.vocab_size:
-        raise CharrnnError(
-            f"checkpoint vocabulary has {len(vocab)} symbols but its model expects {config.vocab_size}; the file is inconsistent"
-        )
+        raise CharrnnError(f"{source} has no model configuration or vocabulary, so it was not written by "
+                           "`charrnn train`; pass a checkpoint from a run directory")
     params = {name[len(PARAM):]: array for name, array in arrays.items() if name.startswith(PARAM)}
-    return Model(config, params=params, dtype=dtype), vocab
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+        vocab = Vocab.from_dict(meta["vocab"])
+        if len(vocab) != config.vocab_size:
+            raise CharrnnError(f"its vocabulary has {len(vocab)} symbols but its model expects {config.vocab_size}")
+        for name, array in params.items():
+            # Anything else would be cast silently (bool, int) or fail deep inside numpy (strings).
+            if array.dtype.kind != "f":
+                raise CharrnnError(f"parameter {name} is stored as {array.dtype}, not floating point")
+            if not np.isfinite(array).all():
+                raise CharrnnError(f"parameter {name} holds NaN or infinite values")
+        model = Model(config, params=params, dtype=dtype)
+    except CharrnnError as error:
+        raise CharrnnError(f"{source} is not a usable charrnn checkpoint ({error}); "
+                           "pick another checkpoint from the run directory or retrain") from None
+    return model, vocab
 
 
 def load_model(path, which="best", dtype=np.float32):
     """(model, vocab, meta) from a checkpoint file, or a run directory's best/latest checkpoint."""
-    arrays, meta = load_checkpoint(path, which=which)
-    model, vocab = model_from_checkpoint(arrays, meta, dtype)
+    path = resolve_checkpoint(path, which)
+    arrays, meta = load_checkpoint(path)
+    model, vocab = model_from_checkpoint(arrays, meta, dtype, source=path)
     return model, vocab, meta
 
 
 def load_split_ids(meta, split):
     """The ids of the training corpus's `split` ("train", "val" or "test"), re-read from disk."""
-    corpus_meta = meta.get("corpus") or {}
+    corpus_meta = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
     path = corpus_meta.get("path")
-    if not path or not Path(path).is_file():
+    if not isinstance(path, str) or not path or not Path(path).is_file():
         raise CharrnnError(
             f"the training corpus {path!r} recorded in the checkpoint is not available; pass a text file instead"
         )
-    corpus = load_corpus(path, corpus_meta.get("encoding", "utf-8"))
-    vocab = Vocab.from_dict(meta["vocab"])
-    if corpus.vocab != vocab or corpus.n_chars != corpus_meta.get("n_chars", corpus.n_chars):
+    try:
+        vocab = Vocab.from_dict(meta["vocab"])
+        n_chars = corpus_meta.get("n_chars")
+        fractions = float(corpus_meta.get("val_frac", 0.1)), float(corpus_meta.get("test_frac", 0.0))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CharrnnError(f"the checkpoint's corpus record is malformed ({error}); pass a text file instead") from None
+    corpus = load_corpus(path, vocab.mode)
+    if corpus.vocab != vocab or (n_chars is not None and corpus.n_chars != n_chars):
         raise CharrnnError(f"{path} has changed since training (different size or symbols); pass a text file instead")
-    splits = split_corpus(corpus.ids, corpus_meta.get("val_frac", 0.1), corpus_meta.get("test_frac", 0.0))
+    splits = split_corpus(corpus.ids, *fractions)
     if split not in splits:
         raise CharrnnError(f"unknown split {split!r}; choose train, val or test")
     if len(splits[split]) < 2:
-        raise CharrnnError(f"the {split} split of {path} is empty (it was trained with a {split} fraction of 0)")
+        raise CharrnnError(f"the {split} split of {path} is empty (it was trained with a {split} fraction of 0); "
+                           "pass a text file instead")
     return splits[split]

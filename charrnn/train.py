@@ -21,9 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.checkpoint import (
+    POINTER_FILES,
     checkpoint_name,
     load_checkpoint,
     prune_checkpoints,
+    resolve_checkpoint,
+    stale_pointer,
     update_pointers,
 )
 from charrnn.corpora import file_sha256
@@ -76,12 +79,22 @@ class TrainConfig:
     FIXED_ON_RESUME = ("encoding", "model", "layers", "hidden", "seq_length", "batch_size", "val_frac", "test_frac")
 
     def validate(self):
+        for field in fields(self):
+            if field.type not in (int, float):
+                continue  # names (encoding, model, optimizer) are checked where they are used
+            value, flag = getattr(self, field.name), "--" + field.name.replace("_", "-")
+            # A resumed run's options come from checkpoint metadata, which may be damaged.
+            allowed = (int, float) if field.type is float else int
+            if not isinstance(value, allowed) or isinstance(value, bool):
+                raise CharrnnError(f"{flag} must be a number ({field.type.__name__}), got {value!r}")
+            if not math.isfinite(value):
+                raise CharrnnError(f"{flag} must be a finite number, got {value}")
         positive = ("layers", "hidden", "seq_length", "batch_size", "print_every", "eval_every", "sample_length")
         for name in positive:
             if getattr(self, name) < 1:
                 raise CharrnnError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("max_iters", "max_minutes", "max_epochs", "checkpoint_every", "keep_last", "max_grad_norm",
-                     "grad_clip", "weight_decay", "lr_decay_after"):
+                     "grad_clip", "weight_decay", "lr_decay_after", "seed"):
             if getattr(self, name) < 0:
                 raise CharrnnError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -105,7 +118,12 @@ class Trainer:
         self.log = log
         config.validate()
         self.out = Path(config.out)
-        self._prepare_out_dir(resume=resume_from is not None)
+        continuing = resume_from is not None and self.out.resolve() == Path(resume_from).resolve()
+        if not continuing and any(self.out.glob("ckpt_iter*.npz")):
+            # Writing there would move its pointers and let --keep-last delete its checkpoints.
+            raise CharrnnError(
+                f"{self.out} already holds checkpoints; continue it with --resume {self.out} or pick a new --out"
+            )
 
         corpus = load_corpus(config.corpus, config.encoding)
         self.vocab = corpus.vocab
@@ -142,25 +160,28 @@ class Trainer:
         if resume_from is not None:
             self._restore(resume_from)
         self._snapshot = None
+        # Last, so a run refused for its corpus, options or checkpoint leaves no empty directory behind.
+        self._prepare_out_dir()
 
     # ------------------------------------------------------------------------------- set-up
-    def _prepare_out_dir(self, resume):
+    def _prepare_out_dir(self):
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             probe = self.out / ".write-test"
             probe.write_bytes(b"")
             probe.unlink()
+            (self.out / "samples").mkdir(exist_ok=True)
         except OSError as error:
             raise CharrnnError(f"cannot write to the output directory {self.out} ({error.strerror}); choose another --out") from None
-        if not resume and any(self.out.glob("ckpt_iter*.npz")):
-            raise CharrnnError(
-                f"{self.out} already holds checkpoints; continue it with --resume {self.out} or pick a new --out"
-            )
-        (self.out / "samples").mkdir(exist_ok=True)
 
-    def _restore(self, path):
-        arrays, meta = load_checkpoint(path, which="latest")
-        saved = meta.get("train_config") or {}
+    def _restore(self, run_dir):
+        path = resolve_checkpoint(run_dir, which="latest")
+        missing = stale_pointer(run_dir, "latest")
+        if missing:
+            self.log(f"warning: {Path(run_dir) / POINTER_FILES['latest']} names {missing}, which is gone; "
+                     f"resuming from {path.name}, the newest checkpoint left")
+        arrays, meta = load_checkpoint(path)
+        saved = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
         for name in TrainConfig.FIXED_ON_RESUME:
             if name in saved and saved[name] != getattr(self.config, name):
                 flag = "--" + name.replace("_", "-")
@@ -168,13 +189,14 @@ class Trainer:
                     f"the checkpoint was trained with {flag} {saved[name]} but this run asks for "
                     f"{getattr(self.config, name)}; drop {flag} to resume, or start a new run"
                 )
-        recorded = meta.get("corpus", {}).get("sha256")
+        corpus_meta = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
+        recorded = corpus_meta.get("sha256")
         if recorded and recorded != self.corpus_meta["sha256"]:
             raise CharrnnError(
-                f"the checkpoint was trained on another corpus ({meta['corpus'].get('path')}); "
+                f"the checkpoint was trained on another corpus ({corpus_meta.get('path')}); "
                 "resume with that file or start a new run"
             )
-        model, vocab = model_from_checkpoint(arrays, meta)
+        model, vocab = model_from_checkpoint(arrays, meta, source=path)
         if vocab != self.vocab or model.config != self.model.config:
             raise CharrnnError("the checkpoint's model or vocabulary does not match this corpus and these options; start a new run")
         self.model = model
@@ -186,14 +208,16 @@ class Trainer:
             self.loader.load_state_dict(meta["loader"])
             self.state = np.ascontiguousarray(arrays["state/train"], dtype=np.float32)
             self.iteration = int(meta["iteration"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise CharrnnError(f"{path} is a model-only or damaged checkpoint and cannot resume training ({error})") from None
+            self.history = [dict(entry) for entry in meta.get("history", [])]
+            self.best_val_loss = float(meta.get("best_val_loss") or math.inf)
+            self.train_seconds = float(meta.get("train_seconds", 0.0))
+            first_loss = meta.get("first_loss")
+            self.first_loss = None if first_loss is None else float(first_loss)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CharrnnError(f"{path} is a model-only or damaged checkpoint and cannot resume training ({error}); "
+                               "resume from another checkpoint or start a new run") from None
         if self.state.shape != self.model.initial_state(self.config.batch_size).shape:
             raise CharrnnError("the checkpoint's carried state does not fit this batch size; start a new run")
-        self.history = list(meta.get("history", []))
-        self.best_val_loss = float(meta.get("best_val_loss") or math.inf)
-        self.train_seconds = float(meta.get("train_seconds", 0.0))
-        self.first_loss = meta.get("first_loss")
         self.log(f"resumed from {path} at iteration {self.iteration} (epoch {self.loader.epoch_fraction:.2f})")
 
     # ---------------------------------------------------------------------------- main loop

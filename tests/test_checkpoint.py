@@ -15,6 +15,7 @@ from charrnn.checkpoint import (
     prune_checkpoints,
     resolve_checkpoint,
     save_checkpoint,
+    stale_pointer,
     update_pointers,
 )
 from charrnn.errors import CharrnnError
@@ -344,6 +345,20 @@ def test_resolve_scans_names_when_pointers_are_missing_or_stale(tmp_path, pointe
         (run / "latest.json").write_text(pointer_text)
     assert resolve_checkpoint(run, "best") == paths[200]
     assert resolve_checkpoint(run, "latest") == paths[300]
+
+
+def test_stale_pointer_names_only_a_missing_file(tmp_path):
+    run = tmp_path / "run"
+    paths = make_run(run, [(100, 1.5), (200, 1.3)])
+    assert stale_pointer(run, "latest") is None  # no pointer file yet
+    update_pointers(run, paths[200], 1.3, is_best=True)
+    assert stale_pointer(run, "latest") is None
+    paths[200].unlink()
+    assert stale_pointer(run, "latest") == paths[200].name
+    assert resolve_checkpoint(run, "latest") == paths[100]  # resolving still falls back to the scan
+    (run / "latest.json").write_text('{"file": "../outside.npz"}')
+    assert stale_pointer(run, "latest") is None  # a malformed pointer is ignored, not reported
+    assert stale_pointer(tmp_path / "absent", "latest") is None
 
 
 def test_best_falls_back_to_latest_without_val_losses(tmp_path):

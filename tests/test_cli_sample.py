@@ -117,6 +117,36 @@ def test_bad_options_are_one_line_errors(saved, capsys, options, message):
     assert message in err
 
 
+@pytest.mark.parametrize("beam", [[], ["--beam", "2"]])
+def test_a_refused_prime_leaves_an_existing_output_file_alone(saved, capsys, tmp_path, beam):
+    path, _, _ = saved
+    target = tmp_path / "kept.txt"
+    target.write_text("an earlier sample\n")
+    code, _, err = run_main(capsys, "sample", path, "-n", 10, "--prime", "Zebra", "--output", target, *beam)
+    assert code == 1 and "never saw" in err
+    assert target.read_text() == "an earlier sample\n"
+
+
+def test_output_cannot_overwrite_the_checkpoint_being_sampled(saved, capsys, tmp_path):
+    path, model, vocab = saved
+    run_dir = tmp_path / "run"
+    checkpoint = save_model(run_dir / "ckpt_iter000010_val1.5000.npz", model, vocab, {"iteration": 10})
+    before = checkpoint.read_bytes()
+    for source in (checkpoint, run_dir):
+        code, _, err = run_main(capsys, "sample", source, "-n", 10, "--output", checkpoint)
+        assert code == 1 and err.count("\n") == 1 and "is the checkpoint being sampled" in err
+    assert checkpoint.read_bytes() == before
+
+
+def test_malformed_character_frequencies_fall_back_to_a_uniform_start(saved, capsys, tmp_path):
+    _, model, vocab = saved
+    damaged = save_model(tmp_path / "damaged.npz", model, vocab, {"unigram": ["x"] * len(vocab)})
+    code, out, err = run_main(capsys, "sample", damaged, "-n", 20, "--seed", 3)
+    assert code == 0 and "Traceback" not in err
+    assert "note: the checkpoint's character frequencies (unigram) are malformed" in err
+    assert out.rstrip("\n") == generate_text(model, vocab, 20, seed=3)[0].rstrip("\n")
+
+
 def test_missing_checkpoint_is_a_one_line_error(capsys, tmp_path):
     code, _, err = run_main(capsys, "sample", tmp_path / "nothing.npz")
     assert code == 1 and err.count("\n") == 1 and "does not exist" in err

@@ -8,7 +8,10 @@ import time
 
 import pytest
 
-from charrnn.checkpoint import load_checkpoint
+from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from charrnn.data import Vocab
+from charrnn.model import Model, ModelConfig
+from charrnn.saved import save_model
 from cli_runner import run_main
 
 SMALL = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--seq-length", "16", "--eval-every", "10",
@@ -60,6 +63,74 @@ def test_missing_file_and_bad_options(tmp_path, capsys, tiny_corpus):
     assert_one_line_error(code, err, "--dropout")
     code, _, err = run_cli(capsys, "train", str(tiny_corpus), "--model", "transformer")
     assert code == 2 and "transformer" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("options, phrase", [
+    (["--max-minutes", "nan"], "--max-minutes must be a finite number"),
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--max-grad-norm", "nan"], "--max-grad-norm must be a finite number"),
+    (["--val-frac", "1.5"], "fractions must leave some training text"),
+    (["--test-frac", "0.95", "--val-frac", "0.1"], "fractions must leave some training text"),
+])
+def test_refused_options_leave_no_run_directory(tmp_path, capsys, tiny_corpus, options, phrase):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", str(tiny_corpus), *SMALL, *options, "--out", str(out))
+    assert_one_line_error(code, err, phrase)
+    assert not out.exists()
+
+
+def test_a_refused_corpus_leaves_no_run_directory(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    code, _, err = run_cli(capsys, "train", str(empty), "--out", str(tmp_path / "run"))
+    assert_one_line_error(code, err, "empty")
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_says_when_latest_names_a_deleted_checkpoint(tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, _ = run_cli(capsys, "train", str(tiny_corpus), *SMALL, "--max-iters", "20", "--out", str(out))
+    assert code == 0
+    newest = sorted(out.glob("ckpt_iter000020_*.npz"))
+    assert len(newest) == 1
+    newest[0].unlink()
+    code, stdout, _ = run_cli(capsys, "train", "--resume", str(out), "--max-iters", "21")
+    assert code == 0
+    assert f"latest.json names {newest[0].name}, which is gone" in stdout
+    assert "resumed from " + str(out / "ckpt_iter000010_") in stdout and "at iteration 10" in stdout
+
+
+def test_resume_refuses_to_write_into_another_runs_directory(tiny_corpus, tmp_path, capsys):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for out in (first, second):
+        code, _, _ = run_cli(capsys, "train", str(tiny_corpus), *SMALL, "--max-iters", "10", "--out", str(out))
+        assert code == 0
+    before = sorted(path.name for path in second.iterdir())
+    code, _, err = run_cli(capsys, "train", "--resume", str(first), "--out", str(second), "--keep-last", "1")
+    assert_one_line_error(code, err, "already holds checkpoints")
+    assert sorted(path.name for path in second.iterdir()) == before
+
+
+@pytest.mark.parametrize("meta, phrase", [
+    ({"train_config": "lstm"}, "no usable training configuration"),
+    ({"train_config": {"hidden": 16}}, "does not record its corpus"),
+])
+def test_resume_from_damaged_training_metadata(tmp_path, capsys, meta, phrase):
+    vocab = Vocab.from_text("ab")
+    run = tmp_path / "run"
+    save_model(run / "ckpt_iter000010.npz", Model(ModelConfig("lstm", 2, 4, 1)), vocab, {"iteration": 10, **meta})
+    code, _, err = run_cli(capsys, "train", "--resume", str(run))
+    assert_one_line_error(code, err, phrase)
+
+
+def test_resume_from_damaged_progress_metadata(tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, _ = run_cli(capsys, "train", str(tiny_corpus), *SMALL, "--max-iters", "10", "--out", str(out))
+    assert code == 0
+    arrays, meta = load_checkpoint(out, which="latest")
+    save_checkpoint(resolve_checkpoint(out, "latest"), arrays, {**meta, "first_loss": "high"})
+    code, _, err = run_cli(capsys, "train", "--resume", str(out), "--max-iters", "12")
+    assert_one_line_error(code, err, "damaged checkpoint and cannot resume training")
 
 
 def test_resume_without_a_checkpoint(tmp_path, capsys):

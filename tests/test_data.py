@@ -78,7 +78,8 @@ def test_vocab_dict_round_trip_through_json(mode, text):
 @pytest.mark.parametrize(
     "record",
     [{"symbols": ["a"]}, {"mode": "utf-8", "symbols": ["b", "a"]}, {"mode": "utf-8", "symbols": ["ab"]},
-     {"mode": "bytes", "symbols": [1, 300]}, {"mode": "latin-1", "symbols": ["a"]}, {"mode": "utf-8", "symbols": []}],
+     {"mode": "bytes", "symbols": [1, 300]}, {"mode": "latin-1", "symbols": ["a"]}, {"mode": "utf-8", "symbols": []},
+     {"mode": "utf-8", "symbols": "ab"}, {"mode": ["utf-8"], "symbols": ["a"]}],
 )
 def test_vocab_from_malformed_dict_raises(record):
     with pytest.raises(CharrnnError):

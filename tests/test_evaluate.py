@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import cli
 from cli_runner import run_main
 from charrnn.data import Vocab, load_corpus, split_corpus
@@ -191,6 +192,37 @@ def test_eval_without_the_corpus_is_a_clear_error(run, capsys):
     _, bare, _, _, _ = run
     code, _, err = run_main(capsys, "eval", bare)
     assert code == 1 and err.count("\n") == 1 and "pass a text file instead" in err
+
+
+@pytest.mark.parametrize("corpus, phrase", [
+    ("a string", "not available; pass a text file instead"),
+    ({"path": 5}, "not available; pass a text file instead"),
+])
+def test_eval_with_a_malformed_corpus_record_is_a_clear_error(run, capsys, tmp_path, corpus, phrase):
+    _, _, _, model, vocab = run
+    damaged = save_model(tmp_path / "damaged.npz", model, vocab, {"corpus": corpus})
+    code, _, err = run_main(capsys, "eval", damaged)
+    assert code == 1 and err.count("\n") == 1 and phrase in err and "Traceback" not in err
+
+
+def test_eval_of_a_split_the_run_did_not_have(run, capsys, tmp_path):
+    checkpoint, _, corpus_path, model, vocab = run
+    _, meta = load_checkpoint(checkpoint)
+    meta["corpus"]["test_frac"] = 0.0
+    no_test = save_model(tmp_path / "no_test.npz", model, vocab, meta)
+    code, _, err = run_main(capsys, "eval", no_test, "--split", "test")
+    assert code == 1 and err.count("\n") == 1
+    assert "test split" in err and "is empty" in err and "pass a text file instead" in err
+
+
+def test_info_of_a_one_layer_bytes_model(capsys, tmp_path):
+    vocab = Vocab.from_text(bytes(range(0, 256, 3)), "bytes")
+    model = Model(ModelConfig("rnn", len(vocab), 5, 1), seed=0)
+    path = save_model(tmp_path / "bytes.npz", model, vocab,
+                      {"corpus": {"path": "data.bin", "n_chars": 12345}})
+    code, out, _ = run_main(capsys, "info", path)
+    assert code == 0
+    assert "rnn, 1 layer x 5 hidden" in out and "data.bin (12,345 bytes)" in out
 
 
 def test_info_json_keys_and_text(run):

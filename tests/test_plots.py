@@ -1,3 +1,5 @@
+import warnings
+
 import matplotlib.image
 import numpy as np
 import pytest
@@ -43,6 +45,16 @@ def test_cell_heatmap_with_characters_as_ticks(tmp_path):
     assert_real_png(path)
     with pytest.raises(ValueError, match="shape"):
         plot_cell_heatmap(tmp_path / "bad.png", text, values[:, :-1], ["a", "b", "c"])
+
+
+def test_heatmap_of_characters_the_font_lacks_warns_nothing(tmp_path):
+    # A bytes model's control bytes show as control pictures, which DejaVu Sans Mono has no glyphs for.
+    text = "\x00\x13\x1b ab \u4e2d\u6587"
+    values = np.linspace(-1, 1, len(text)).reshape(1, -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_cell_heatmap(tmp_path / "heatmap.png", text, values, ["L0 #0 h"])
+    assert_real_png(tmp_path / "heatmap.png")
 
 
 def test_loss_curve_with_and_without_validation(tmp_path):

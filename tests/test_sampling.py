@@ -211,6 +211,8 @@ def test_no_prime_starts_from_the_start_distribution(lstm):
     assert generate_text(model, vocab, 8, argmax=True)[0][0] == vocab.symbols[0]  # uniform start, argmax
     with pytest.raises(CharrnnError, match="start probabilities"):
         generate(model, vocab, 5, start_probs=[1.0, 2.0])
+    with pytest.raises(CharrnnError, match="start probabilities"):
+        generate(model, vocab, 5, start_probs=["x"] * len(vocab))  # e.g. from a damaged checkpoint
 
 
 @pytest.mark.parametrize("options, message", [

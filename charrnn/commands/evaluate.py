@@ -191,7 +191,8 @@ def info(checkpoint, as_json, which):
     rows = [
         ("checkpoint", d["checkpoint"]),
         ("format version", d["format_version"]),
-        ("model", f"{d['cell']}, {d['layers']} layers x {d['hidden']} hidden, dropout {d['dropout']}"),
+        ("model", f"{d['cell']}, {d['layers']} layer{'s' if d['layers'] != 1 else ''} x {d['hidden']} hidden, "
+                  f"dropout {d['dropout']}"),
         ("parameters", f"{d['parameters']:,}"),
         ("vocabulary", f"{d['vocab_size']} symbols ({d['vocab_mode']}): {d['vocab']}"),
         ("iteration", d["iteration"]),
@@ -199,7 +200,8 @@ def info(checkpoint, as_json, which):
         ("val loss", _loss_text(d["val_loss_nats"], d["val_loss_bits"])),
         ("best val loss", _loss_text(d["best_val_loss_nats"], d["best_val_loss_bits"])),
         ("training time", _duration(d["train_seconds"])),
-        ("corpus", d["corpus"] if d["corpus_chars"] is None else f"{d['corpus']} ({d['corpus_chars']:,} characters)"),
+        ("corpus", d["corpus"] if not isinstance(d["corpus_chars"], int)
+         else f"{d['corpus']} ({d['corpus_chars']:,} {'bytes' if d['vocab_mode'] == BYTES else 'characters'})"),
     ]
     for label, value in rows:
         click.echo(f"{label + ':':16} {'-' if value is None else value}")

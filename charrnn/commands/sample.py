@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
+from charrnn.checkpoint import resolve_checkpoint
 from charrnn.errors import CharrnnError
-from charrnn.sampling import beam_search, check_controls, check_length, generate
+from charrnn.sampling import beam_search, check_controls, check_length, generate, start_logits
 from charrnn.saved import load_model
 
 
@@ -23,11 +24,16 @@ def _read_prime_file(path):
 
 
 def _start_probs(meta, vocab_size):
-    """Character frequencies for starting without a prime, if the checkpoint records them."""
+    """Character frequencies for starting without a prime, if the checkpoint records usable ones."""
     unigram = meta.get("unigram")
-    if isinstance(unigram, list) and len(unigram) == vocab_size:
-        return unigram
-    return None
+    if unigram is None:
+        return None
+    try:
+        start_logits(vocab_size, unigram)
+    except CharrnnError:
+        _note("the checkpoint's character frequencies (unigram) are malformed; the first character is drawn uniformly")
+        return None
+    return unigram
 
 
 @contextlib.contextmanager
@@ -51,7 +57,7 @@ def _output_stream(output):
 @click.option("--length", "-n", default=2000, show_default=True, type=int, help="characters to generate after the prime")
 @click.option("--prime", default=None, help="text to start from (it is printed first)")
 @click.option("--prime-file", default=None, type=click.Path(), help="read the prime text from this file")
-@click.option("--seed", default=None, type=int, help="random seed: the same seed gives the same text")
+@click.option("--seed", default=None, type=click.IntRange(min=0), help="random seed: the same seed gives the same text")
 @click.option("--top-k", default=0, show_default=True, type=int, help="sample only among the k most likely characters (0 = off)")
 @click.option("--top-p", default=1.0, show_default=True, type=float,
               help="sample only among the most likely characters whose probabilities add up to p (1 = off)")
@@ -83,18 +89,24 @@ def sample(checkpoint, temperature, argmax, length, prime, prime_file, seed, top
                                "--top-k, --top-p and --num-samples")
     prime_text = _read_prime_file(prime_file) if prime_file is not None else (prime or "")
 
-    model, vocab, meta = load_model(checkpoint, which=which)
+    source = resolve_checkpoint(checkpoint, which)
+    if output is not None and Path(output).is_file() and Path(output).samefile(source):
+        raise CharrnnError(f"--output {output} is the checkpoint being sampled; write the text to another file")
+    model, vocab, meta = load_model(source)
     start_probs = _start_probs(meta, len(vocab))
-    with _output_stream(output) as out:
-        if beam is not None:
-            text = beam_search(model, vocab, prime_text, length, beam, drop_unknown, start_probs, notify=_note)
+    # Everything that can be refused (the prime above all) is checked before --output is opened,
+    # so a refused command leaves an existing output file as it was.
+    if beam is not None:
+        text = beam_search(model, vocab, prime_text, length, beam, drop_unknown, start_probs, notify=_note)
+        with _output_stream(output) as out:
             _write(out, text + ("" if text.endswith("\n") else "\n"))
-            return
-        pieces = generate(
-            model, vocab, length, temperature=temperature, prime=prime_text, seed=seed, top_k=top_k,
-            top_p=top_p, argmax=argmax, num_samples=num_samples, drop_unknown=drop_unknown,
-            start_probs=start_probs, notify=_note,
-        )
+        return
+    pieces = generate(
+        model, vocab, length, temperature=temperature, prime=prime_text, seed=seed, top_k=top_k,
+        top_p=top_p, argmax=argmax, num_samples=num_samples, drop_unknown=drop_unknown,
+        start_probs=start_probs, notify=_note,
+    )
+    with _output_stream(output) as out:
         _write_samples(out, pieces, num_samples)
 
 

@@ -45,7 +45,7 @@ def option(name, help, **kwargs):
 @option("--sample-length", "characters in the samples written at milestones", type=int)
 @option("--sample-temperature", "temperature of those samples", type=float)
 @option("--encoding", "read the file as utf-8 text or as raw bytes", type=click.Choice(["utf-8", "bytes"]))
-@option("--seed", "seeds initialisation, data order of dropout masks and samples", type=int)
+@option("--seed", "seeds initialisation, data order of dropout masks and samples", type=click.IntRange(min=0))
 @option("--out", "run directory [default: runs/<corpus>-<model>-<layers>x<hidden>]", default=None,
         type=click.Path(file_okay=False))
 @option("--resume", "continue the run in this directory from its latest checkpoint", default=None,
@@ -71,15 +71,20 @@ def _resumed_config(resume, file, out, options, given):
     from charrnn.checkpoint import load_checkpoint
 
     if not Path(resume).is_dir():
-        raise CharrnnError(f"--resume takes a run directory, and {resume} is not one")
+        raise CharrnnError(f"--resume takes a run directory, and {resume} is not one; "
+                           "pass the --out directory of an earlier run")
     _, meta = load_checkpoint(resume, which="latest")
     saved = meta.get("train_config")
-    if not saved:
-        raise CharrnnError(f"the checkpoint in {resume} holds no training configuration; it cannot be resumed")
+    if not saved or not isinstance(saved, dict):
+        raise CharrnnError(f"the checkpoint in {resume} holds no usable training configuration; it cannot be "
+                           "resumed: start a new run")
     values = dict(saved)
     values.update({name: options[name] for name in given})
-    values["corpus"] = file or saved["corpus"]
+    values["corpus"] = file or saved.get("corpus")
     values["out"] = out or resume
+    if not isinstance(values["corpus"], str):
+        raise CharrnnError(f"the checkpoint in {resume} does not record its corpus; pass it: "
+                           f"charrnn train FILE --resume {resume}")
     if not Path(values["corpus"]).is_file():
         raise CharrnnError(f"the run's corpus {values['corpus']} is missing; pass its path: charrnn train FILE --resume {resume}")
     return TrainConfig.from_dict(values)

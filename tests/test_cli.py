@@ -1,0 +1,63 @@
+"""The `charrnn` entry point: version, help, and usage mistakes as one line on stderr."""
+
+import subprocess
+import sys
+
+import pytest
+
+from charrnn import __version__
+from cli_runner import run_main
+
+SUBCOMMANDS = ("train", "sample", "eval", "info", "inspect", "corpus")
+
+
+def test_version_from_python_dash_m():
+    result = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == f"charrnn, version {__version__}"
+
+
+@pytest.mark.parametrize("args", [("--help",), ("-h",)] + [(command, "--help") for command in SUBCOMMANDS])
+def test_help_of_every_command(capsys, args):
+    code, out, err = run_main(capsys, *args)
+    assert code == 0 and err == ""
+    assert out.startswith("Usage: charrnn") and "Options:" in out
+
+
+def test_bare_charrnn_shows_the_help(capsys):
+    code, out, err = run_main(capsys)
+    assert code == 2 and "Commands:" in out + err and "sample" in out + err
+
+
+@pytest.mark.parametrize("args, phrases", [
+    (("sample", "ckpt.npz", "--temperature", "warm"), ("'warm' is not a valid float", "'charrnn sample --help'")),
+    (("sampel",), ("No such command 'sampel'", "Did you mean 'sample'?", "'charrnn --help'")),
+    (("sample",), ("Missing argument 'CHECKPOINT'",)),
+    (("eval", "ckpt.npz", "--split", "dev"), ("'dev' is not one of",)),
+    (("inspect", "ckpt.npz", "--cell", "a:b"), ("'a:b' is not LAYER:CELL", "'charrnn inspect --help'")),
+    (("inspect", "ckpt.npz", "--feature", "("), ("invalid regular expression '('",)),
+    (("train", "--bogus"), ("No such option '--bogus'",)),
+    (("train", "corpus.txt", "--seed", "-1"), ("'--seed': -1 is not in the range x>=0",)),
+    (("sample", "ckpt.npz", "--seed", "-1"), ("'--seed': -1 is not in the range x>=0",)),
+])
+def test_usage_mistakes_are_one_line(capsys, args, phrases):
+    code, out, err = run_main(capsys, *args)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("charrnn: error: "), err
+    assert ".;" not in err  # click's sentence-ending period does not run into the hint
+    for phrase in phrases:
+        assert phrase in err, err
+
+
+def test_a_directory_where_a_file_belongs(capsys, tmp_path):
+    code, _, err = run_main(capsys, "train", tmp_path)
+    assert code == 2 and err.count("\n") == 1 and "is a directory" in err
+
+
+def test_running_out_of_memory_is_one_line(capsys, monkeypatch):
+    def too_big(*_):
+        raise MemoryError("Unable to allocate 80.0 GiB for an array with shape (28, 400000000)")
+
+    monkeypatch.setattr("charrnn.commands.evaluate.checkpoint_info", too_big)
+    code, out, err = run_main(capsys, "info", "ckpt.npz")
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith("charrnn: error: not enough memory (Unable to allocate 80.0 GiB") and "--hidden" in err

@@ -159,3 +159,14 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tiny_corpus, tmp_path, monkeypatch):
 def test_bad_settings_are_refused(tiny_corpus, tmp_path, overrides, message):
     with pytest.raises(CharrnnError, match=message):
         Trainer(small_config(tiny_corpus, tmp_path / "run", **overrides), log=quiet)
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_every_cell_type_trains_and_resumes(tiny_corpus, tmp_path, cell):
+    out = tmp_path / cell
+    run_training(small_config(tiny_corpus, out, model=cell, max_iters=10), log=quiet)
+    trainer = Trainer(small_config(tiny_corpus, out, model=cell, max_iters=20), resume_from=out, log=quiet)
+    trainer.run()
+    model, _, meta = load_model(out, which="latest")
+    assert model.config.cell == cell and meta["iteration"] == 20
+    assert np.isfinite(meta["history"][-1]["val_loss"])

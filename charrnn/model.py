@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 
 from charrnn.errors import CharrnnError
-from charrnn.kernels import GATE_BLOCKS, GRU, LSTM, RNN
+from charrnn.kernels import GATE_BLOCKS, GRU, LSTM
 from charrnn.kernels.layers import (
     add_bias,
     bias_backward,

@@ -469,10 +469,16 @@ class Trainer:
     def _warm_up(self):
         """Compiles (or loads from cache) every kernel a run uses, so timing excludes it."""
         started = time.perf_counter()
-        scratch = Model(self.model.config, params=self.model.params, dtype=np.float32)
-        ids = np.zeros((1, 2), dtype=np.int32)
-        scratch.loss_and_grads(ids, ids, scratch.initial_state(1), scratch.zeros_like_params(),
-                               np.random.default_rng(0))
+        params = {name: value.copy() for name, value in self.model.params.items()}
+        scratch = Model(self.model.config, params=params, dtype=np.float32)
+        # The run's own batch size, so the batch is cut into the same slices (and array layouts).
+        batch = self.config.batch_size
+        ids = np.zeros((batch, 2), dtype=np.int32)
+        grads = scratch.zeros_like_params()
+        scratch.loss_and_grads(ids, ids, scratch.initial_state(batch), grads, np.random.default_rng(0))
+        clip_grad_norm(grads, 1.0)
+        clip_grad_value(grads, 5.0)
+        make_optimizer(**self.optimizer.hyper(), params=params).step(params, grads)
         return time.perf_counter() - started
 
 

@@ -13,7 +13,7 @@ def reference_forward(config, params, inputs, targets, state, masks=None):
     masks: optional (L, T, B, H) dropout multipliers applied to each layer's output.
     """
     B, T = inputs.shape
-    L, H, V = config.layers, config.hidden, config.vocab_size
+    L, V = config.layers, config.vocab_size
     h = [state[0, layer].copy() for layer in range(L)]
     c = [state[1, layer].copy() for layer in range(L)]
     total = 0.0

@@ -59,6 +59,10 @@ class TrainConfig:
     lr: float = 4e-3
     lr_decay: float = 0.97
     lr_decay_after: float = 10.0  # epochs
+    lr_schedule: str = "step"  # "step": char-rnn's per-epoch decay; "cosine": nanoGPT's warm-up and cosine
+    warmup_iters: int = 0
+    lr_decay_iters: int = 0  # where the cosine reaches --min-lr; 0: at --max-iters
+    min_lr: float = 0.0
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # element-wise clamp, as char-rnn
     max_grad_norm: float = 0.0  # global-norm clip; 0 turns it off
@@ -94,17 +98,39 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise CharrnnError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("max_iters", "max_minutes", "max_epochs", "checkpoint_every", "keep_last", "max_grad_norm",
-                     "grad_clip", "weight_decay", "lr_decay_after", "seed"):
+                     "grad_clip", "weight_decay", "lr_decay_after", "seed", "warmup_iters", "lr_decay_iters", "min_lr"):
             if getattr(self, name) < 0:
                 raise CharrnnError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise CharrnnError(f"--lr must be a positive number, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise CharrnnError(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
+        if self.lr_schedule not in ("step", "cosine"):
+            raise CharrnnError(f"--lr-schedule must be step or cosine, got {self.lr_schedule!r}")
+        if self.lr_schedule == "cosine":
+            if not self.cosine_end:
+                raise CharrnnError("--lr-schedule cosine needs an end: give --max-iters or --lr-decay-iters")
+            if self.warmup_iters >= self.cosine_end:
+                raise CharrnnError(f"--warmup-iters {self.warmup_iters} must be below the cosine's end at "
+                                   f"iteration {self.cosine_end}")
+            if self.min_lr > self.lr:
+                raise CharrnnError(f"--min-lr {self.min_lr:g} must not exceed --lr {self.lr:g}")
         if not 0 <= self.dropout < 1:
             raise CharrnnError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.sample_temperature <= 0:
             raise CharrnnError(f"--sample-temperature must be positive, got {self.sample_temperature}")
+
+    @property
+    def cosine_end(self):
+        return self.lr_decay_iters or self.max_iters
+
+    def scheduled_lr(self, iteration):
+        """The cosine schedule's rate for the update after `iteration` updates: a linear warm-up,
+        then half a cosine from --lr down to --min-lr, flat after its end (as nanoGPT's get_lr)."""
+        if iteration < self.warmup_iters:
+            return self.lr * (iteration + 1) / (self.warmup_iters + 1)
+        progress = min(1.0, (iteration - self.warmup_iters) / (self.cosine_end - self.warmup_iters))
+        return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)
 
     @classmethod
     def from_dict(cls, values):
@@ -156,6 +182,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.first_loss = None
         self.last_loss = math.nan
+        self.lr_scale = 1.0  # halved at each divergence; the cosine schedule is multiplied by it
         self._rollbacks = 0
         if resume_from is not None:
             self._restore(resume_from)
@@ -213,6 +240,7 @@ class Trainer:
             self.train_seconds = float(meta.get("train_seconds", 0.0))
             first_loss = meta.get("first_loss")
             self.first_loss = None if first_loss is None else float(first_loss)
+            self.lr_scale = float(meta.get("lr_scale", 1.0))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CharrnnError(f"{path} is a model-only or damaged checkpoint and cannot resume training ({error}); "
                                "resume from another checkpoint or start a new run") from None
@@ -307,11 +335,11 @@ class Trainer:
         An exception before the update leaves data position, RNG and carried state as they were,
         so a checkpoint saved after it resumes with exactly this iteration.
         """
-        before = (self.loader.state_dict(), self.rng.bit_generator.state, self.state, self.optimizer.lr)
+        before = (self.loader.state_dict(), self.rng.bit_generator.state, self.state, self.optimizer.lr, self.lr_scale)
         try:
             return self._step_once()
         except BaseException:
-            loader_state, self.rng.bit_generator.state, self.state, self.optimizer.lr = before
+            loader_state, self.rng.bit_generator.state, self.state, self.optimizer.lr, self.lr_scale = before
             self.loader.load_state_dict(loader_state)
             raise
 
@@ -323,7 +351,9 @@ class Trainer:
         inputs, targets, reset = self.loader.next_batch()
         if reset:
             self.state = np.zeros_like(self.state)
-        if self.loader.epoch != epoch_before and self.loader.epoch >= cfg.lr_decay_after and cfg.lr_decay < 1:
+        if cfg.lr_schedule == "cosine":
+            self.optimizer.lr = self.lr_scale * cfg.scheduled_lr(self.iteration)
+        elif self.loader.epoch != epoch_before and self.loader.epoch >= cfg.lr_decay_after and cfg.lr_decay < 1:
             self.optimizer.lr = self.optimizer.lr * cfg.lr_decay
         for grad in self.grads.values():
             grad.fill(0.0)
@@ -376,6 +406,7 @@ class Trainer:
         self.state = snap["state"].copy()
         self.iteration = snap["iteration"]
         self.optimizer.lr = self.optimizer.lr * 0.5
+        self.lr_scale *= 0.5
         self.log(
             f"warning: {what} at iteration {self.iteration + 1}; rolled back to iteration {self.iteration} "
             f"and halved the learning rate to {self.optimizer.lr:.2e}"
@@ -426,6 +457,7 @@ class Trainer:
             "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss,
             "train_seconds": self.train_seconds,
             "first_loss": self.first_loss,
+            "lr_scale": self.lr_scale,
             "unigram": self.unigram,
             "optimizer": self.optimizer.hyper(),
             "loader": self.loader.state_dict(),

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Tiny Shakespeare within 60 minutes on a 2-core CPU: a 2x512 LSTM with dropout, Adam, per-epoch decay.
+# Tiny Shakespeare within 60 minutes on a 2-core CPU: a 2x512 LSTM with dropout 0.5 and Adam on a cosine
+# schedule sized to end inside the hour (about 0.65 s per iteration here, evaluations included).
 # Target: val loss <= 1.45 nats/char. Then samples at two temperatures into samples/.
 #   bash scripts/recipe_60min.sh [CORPUS] [RUN_DIR]
 set -euo pipefail
 corpus=${1:-../shared/data/tinyshakespeare/input.txt}
 out=${2:-runs/shakespeare-60min}
 charrnn train "$corpus" --model lstm --layers 2 --hidden 512 --seq-length 100 --batch-size 50 \
-  --lr 2.5e-3 --lr-decay 0.9 --lr-decay-after 4 --dropout 0.35 \
+  --lr 2.5e-3 --lr-schedule cosine --warmup-iters 50 --min-lr 5e-5 --max-iters 4400 --dropout 0.5 \
   --max-minutes 58 --eval-every 500 --print-every 100 --keep-last 3 --out "$out"
 charrnn eval "$out" --split val
 mkdir -p samples

@@ -77,6 +77,34 @@ def test_resume_continues_bit_identically(tiny_corpus, tmp_path):
         np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
 
 
+def test_cosine_schedule_warms_up_then_falls_to_min_lr():
+    config = TrainConfig(corpus="", out="", lr=1e-2, min_lr=1e-3, lr_schedule="cosine", warmup_iters=4, max_iters=104)
+    config.validate()
+    assert [config.scheduled_lr(i) for i in range(4)] == pytest.approx([2e-3, 4e-3, 6e-3, 8e-3])
+    assert config.scheduled_lr(4) == pytest.approx(1e-2)
+    assert config.scheduled_lr(54) == pytest.approx(5.5e-3)  # halfway down the cosine
+    assert config.scheduled_lr(104) == config.scheduled_lr(500) == pytest.approx(1e-3)
+    rates = [config.scheduled_lr(i) for i in range(4, 105)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+def test_cosine_run_logs_its_rates_and_resumes_bit_identically(tiny_corpus, tmp_path):
+    schedule = dict(lr_schedule="cosine", lr=5e-3, min_lr=5e-4, warmup_iters=3, lr_decay_iters=24)
+    straight = tmp_path / "straight"
+    run_training(small_config(tiny_corpus, straight, max_iters=24, **schedule), log=quiet)
+    split = tmp_path / "split"
+    run_training(small_config(tiny_corpus, split, max_iters=11, **schedule), log=quiet)
+    Trainer(small_config(tiny_corpus, split, max_iters=24, **schedule), resume_from=split, log=quiet).run()
+    arrays_a, _ = load_checkpoint(straight, which="latest")
+    arrays_b, _ = load_checkpoint(split, which="latest")
+    for name in arrays_a:
+        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+    records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["lr"] for r in records if not r.get("eval")]
+    config = small_config(tiny_corpus, straight, max_iters=24, **schedule)
+    assert logged == pytest.approx([config.scheduled_lr(i) for i in range(24)])
+
+
 def test_resume_refuses_another_corpus_or_shape(tiny_corpus, tmp_path):
     out = tmp_path / "run"
     run_training(small_config(tiny_corpus, out, max_iters=10), log=quiet)
@@ -112,6 +140,26 @@ def test_divergence_rolls_back_halves_lr_and_continues(tiny_corpus, tmp_path, mo
     assert trainer.iteration == 12
     assert any("rolled back" in line for line in lines)
     assert trainer.optimizer.lr == pytest.approx(trainer.config.lr / 2)
+
+
+def test_divergence_under_the_cosine_schedule_halves_the_whole_schedule(tiny_corpus, tmp_path, monkeypatch):
+    config = small_config(tiny_corpus, tmp_path / "run", max_iters=12, lr_schedule="cosine", min_lr=1e-4)
+    trainer = Trainer(config, log=quiet)
+    real = trainer.model.loss_and_grads
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise NonFiniteLoss("the loss became nan")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer.model, "loss_and_grads", flaky)
+    trainer.run()
+    assert trainer.iteration == 12 and trainer.lr_scale == 0.5
+    assert trainer.optimizer.lr == pytest.approx(0.5 * config.scheduled_lr(11))
+    _, meta = load_checkpoint(tmp_path / "run", which="latest")
+    assert meta["lr_scale"] == 0.5
 
 
 def test_persistent_divergence_stops_with_a_clear_error(tiny_corpus, tmp_path, monkeypatch):
@@ -154,6 +202,10 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tiny_corpus, tmp_path, monkeypatch):
         (dict(lr=-1.0), "--lr"),
         (dict(dropout=1.0), "--dropout"),
         (dict(hidden=0), "--hidden"),
+        (dict(lr_schedule="cosine", max_iters=0), "needs an end"),
+        (dict(lr_schedule="cosine", min_lr=1.0), "--min-lr"),
+        (dict(lr_schedule="cosine", warmup_iters=50), "--warmup-iters"),
+        (dict(lr_schedule="linear"), "--lr-schedule"),
     ],
 )
 def test_bad_settings_are_refused(tiny_corpus, tmp_path, overrides, message):

@@ -30,6 +30,11 @@ def option(name, help, **kwargs):
 @option("--lr", "learning rate", type=float)
 @option("--lr-decay", "multiply the learning rate by this at each epoch end after --lr-decay-after", type=float)
 @option("--lr-decay-after", "epochs before the learning rate starts decaying", type=float)
+@option("--lr-schedule", "step: char-rnn's per-epoch decay; cosine: warm-up, then cosine down to --min-lr",
+        type=click.Choice(["step", "cosine"]))
+@option("--warmup-iters", "cosine schedule: iterations of linear warm-up", type=int)
+@option("--lr-decay-iters", "cosine schedule: iteration where it reaches --min-lr (0 = --max-iters)", type=int)
+@option("--min-lr", "cosine schedule: the learning rate at its end", type=float)
 @option("--weight-decay", "decoupled weight decay (adam only)", type=float)
 @option("--grad-clip", "clamp each gradient element to +-this (0 = off), as char-rnn", type=float)
 @option("--max-grad-norm", "rescale gradients whose global norm exceeds this (0 = off)", type=float)

@@ -95,6 +95,14 @@ def small_gemm_budget():
     return SMALL_MATRIX_MNK if controls and controls[2] in SMALL_MATRIX_CORES else 0
 
 
+def usable_cores():
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def part_count(batch):
     """Into how many slices a batch of `batch` streams is cut: one per thread the budget allows."""
     return max(1, min(thread_budget(), batch // MIN_PART_ROWS))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import math
+from functools import partial
 from typing import Callable, Iterator
 
 import numpy as np
@@ -22,9 +23,14 @@ import numpy as np
 from charrnn.data import BYTES, symbol_label
 from charrnn.errors import CharrnnError
 from charrnn.kernels import GRU
-from charrnn.kernels.sampling import CELL_CODES, sample_chunk, sampling_distribution
+from charrnn.kernels.sampling import CELL_CODES, sample_chunk, sample_units, sampling_distribution
+from charrnn.kernels.sync import ARRIVAL_STRIDE
+from charrnn.parallel import run_parts, usable_cores
 
 PRIME_WINDOW = 512  # the prime is read in windows so a long prime file does not need T-sized work arrays
+# A single stream splits its hidden units between threads from this size up; below it the weights
+# fit one core's cache and meeting once per layer costs more than the second core saves.
+SPLIT_UNITS_MIN_HIDDEN = 256
 
 
 def check_controls(temperature: float, top_k: int, top_p: float) -> None:
@@ -118,10 +124,12 @@ class Sampler:
     The state and the pending prediction live here: `sample` continues where it stopped.
     """
 
-    def __init__(self, model, streams: int, temperature=1.0, top_k=0, top_p=1.0, argmax=False):
+    def __init__(self, model, streams: int, temperature=1.0, top_k=0, top_p=1.0, argmax=False, threads=None):
         check_controls(temperature, top_k, top_p)
         if streams < 1:
             raise CharrnnError(f"the number of samples must be at least 1, got {streams}")
+        if threads is not None and threads < 1:
+            raise CharrnnError(f"threads must be at least 1, got {threads}")
         cfg, p, dtype = model.config, model.params, model.dtype
         L, H, GH, V, B = cfg.layers, cfg.hidden, cfg.gate_width, cfg.vocab_size, streams
         self.model, self.streams = model, streams
@@ -149,6 +157,28 @@ class Sampler:
             np.empty(V, np.int64),
             np.empty(V, np.int64),
         )
+        # One stream runs the unit-split loop (see charrnn.kernels.sampling) on `workers` threads.
+        self.workers = 0
+        if streams == 1:
+            self.workers = threads or (min(2, usable_cores()) if H >= SPLIT_UNITS_MIN_HIDDEN else 1)
+            self.workers = min(self.workers, H)
+            self._unit_work = self._unit_work_arrays(L, H, cfg.gate_width // H, V, dtype)
+
+    def _unit_work_arrays(self, L, H, G, V, dtype):
+        workers = self.workers
+        widest = -(-H // workers)
+
+        def rows(width, kind=dtype):  # each thread's row starts on its own cache line
+            return np.zeros((workers, -(-width // 16) * 16), kind)
+
+        return {
+            "arrivals": np.zeros(workers * ARRIVAL_STRIDE, np.int64),
+            "h_pair": np.zeros((2, L, H), dtype),
+            "c": np.zeros((L, H), dtype),
+            "arrays": (rows(G * widest), rows(G * widest), rows(widest), rows(widest)),
+            "logits": rows(V)[:, :V],
+            "sampling": (rows(V, np.float64)[:, :V], rows(V, np.int64)[:, :V], rows(V, np.int64)[:, :V]),
+        }
 
     def set_state(self, state: np.ndarray, logits: np.ndarray) -> None:
         """Start every stream from state (2, L, 1 or B, H) with pending logits (V,) or (B, V)."""
@@ -170,12 +200,28 @@ class Sampler:
         if uniforms.shape != (steps, self.streams):
             raise CharrnnError(f"uniforms have shape {uniforms.shape}, expected {(steps, self.streams)}")
         out = np.empty((steps, self.streams), np.int64)
+        if self.workers:
+            self._sample_units(out, uniforms)
+            return out
         cell, W_xs, W_hs, biases, b_hns, out_W, out_b = self._weights
         sample_chunk(
             out, uniforms, self.logits, self.h, self.c, cell, W_xs, W_hs, biases, b_hns, out_W, out_b,
             temperature, top_k, top_p, greedy, *self._work,
         )
         return out
+
+    def _sample_units(self, out, uniforms):
+        work = self._unit_work
+        work["arrivals"][:] = 0
+        work["h_pair"][0] = self.h[:, 0]
+        work["c"][...] = self.c[:, 0]
+        work["logits"][...] = self.logits[0]
+        shared = (work["arrivals"], out, uniforms, work["h_pair"], work["c"], *self._weights, *self.controls,
+                  *work["arrays"], work["logits"], *work["sampling"])
+        run_parts([partial(sample_units, worker, self.workers, *shared) for worker in range(self.workers)])
+        self.h[:, 0] = work["h_pair"][len(out) % 2]
+        self.c[:, 0] = work["c"]
+        self.logits[0] = work["logits"][0]
 
     def next_distribution(self, stream: int = 0) -> np.ndarray:
         """The distribution (V,) float64 the next character of `stream` is drawn from."""
@@ -216,11 +262,13 @@ def generate(
     model, vocab, length: int, temperature: float = 1.0, prime="", seed=None, top_k: int = 0,
     top_p: float = 1.0, argmax: bool = False, num_samples: int = 1, chunk: int = 256,
     drop_unknown: bool = False, start_probs=None, notify: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> Iterator[tuple[int, str]]:
     """Samples `num_samples` texts of `length` new characters each, as (stream_index, text) pieces.
 
     Each stream's pieces come in order, prime first; stream 0 streams as it is generated, the
-    others (generated alongside it, in the same compiled loop) follow one after another.
+    others (generated alongside it, in the same compiled loop) follow one after another. A single
+    stream shares its work among `threads` threads (default: see Sampler).
     Arguments are checked here, before the first piece is asked for.
     """
     check_length(length)
@@ -232,7 +280,7 @@ def generate(
     if len(vocab) != model.config.vocab_size:
         raise CharrnnError(f"the vocabulary has {len(vocab)} symbols but the model expects {model.config.vocab_size}")
     prime_ids = encode_prime(vocab, prime, drop_unknown, notify)
-    sampler = Sampler(model, num_samples, temperature, top_k, top_p, argmax)
+    sampler = Sampler(model, num_samples, temperature, top_k, top_p, argmax, threads)
     sampler.set_state(*initial_prediction(model, prime_ids, start_probs))
     rng = np.random.default_rng(seed)
     return _generate_pieces(sampler, vocab, prime_ids, length, chunk, rng, argmax)

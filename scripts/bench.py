@@ -13,8 +13,9 @@ medians over rounds are reported: on a shared machine that evens out other jobs'
 
 A training iteration is forward + backward + clip_grad_norm + Adam step on one B x T window; its
 rate is the median over the timed iterations after warm-up. Sampling is one stream, one character
-at a time, temperature 1: charrnn.sampling.generate (its compiled loop) when it exists, else a
-Python loop over Model.step; torch is a Python loop with torch.multinomial under no_grad.
+at a time, temperature 1: charrnn.sampling.generate (its compiled loop, on as many threads as it
+picks by default, at most --threads; "1-thread" forces one) when it exists, else a Python loop over
+Model.step; torch is a Python loop with torch.multinomial under no_grad, on --threads threads.
 "compile" is charrnn's first training call: loading Numba's cache, or with --cold compiling from
 scratch into an empty cache directory, plus allocating the work arrays.
 """
@@ -81,7 +82,7 @@ def sample_rate(sample_chunk, max_chars):
 
 
 # ---------------------------------------------------------------------------------------- charrnn
-def charrnn_sampler(model):
+def charrnn_sampler(model, threads=None):
     """(sample_chunk(n), description): the compiled generator, or a Model.step loop without one."""
     try:
         from charrnn.sampling import generate
@@ -93,7 +94,8 @@ def charrnn_sampler(model):
         vocab = Vocab([chr(ord("!") + k) for k in range(VOCAB)])
 
         def sample_chunk(length):
-            text = "".join(piece for _, piece in generate(model, vocab, length, temperature=1.0, seed=1))
+            text = "".join(piece for _, piece in generate(model, vocab, length, temperature=1.0, seed=1,
+                                                          threads=threads))
             assert len(text) == length
 
         return sample_chunk, "charrnn.sampling.generate"
@@ -136,12 +138,15 @@ def run_charrnn(hidden, args):
     for _ in range(args.warmup):
         train_step()
     seconds, timed = median_seconds(train_step, args.iters, TRAIN_BUDGET_S)
-    sample_chunk, sampler = charrnn_sampler(model)
+    # One stream uses up to 2 threads by default (charrnn.sampling.Sampler); never more than torch gets.
+    sample_chunk, sampler = charrnn_sampler(model, threads=1 if args.threads < 2 else None)
+    one_thread_chunk, _ = charrnn_sampler(model, threads=1)
     return {
         "train_chars_per_s": BATCH * STEPS / seconds,
         "timed_iterations": timed,
         "first_call_s": first,
         "sample_chars_per_s": sample_rate(sample_chunk, args.sample_chars),
+        "sample_1thread_chars_per_s": sample_rate(one_thread_chunk, args.sample_chars),
         "sampler": sampler,
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -262,6 +267,7 @@ def measure(hidden, args, with_torch):
         "torch_train_chars_per_s": median_of(theirs, "train_chars_per_s"),
         "charrnn_sample_chars_per_s": median_of(ours, "sample_chars_per_s"),
         "torch_sample_chars_per_s": median_of(theirs, "sample_chars_per_s"),
+        "charrnn_sample_1thread_chars_per_s": median_of(ours, "sample_1thread_chars_per_s"),
         "charrnn_first_call_s": median_of(ours, "first_call_s"),
         "cold_compile": args.cold,
         "sampler": ours[0]["sampler"],
@@ -282,6 +288,7 @@ def format_row(row):
     return (
         f"{row['hidden']:5d} {number(train, 10)} {number(torch_train, 10)} {ratio(train, torch_train)} "
         f"{number(sample, 11)} {number(torch_sample, 9)} {ratio(sample, torch_sample)} "
+        f"{number(row['charrnn_sample_1thread_chars_per_s'], 8)} "
         f"{row['charrnn_first_call_s']:9.2f} {row['peak_rss_mb']:7.0f} {number(row['torch_peak_rss_mb'], 8)}"
     )
 
@@ -306,7 +313,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.iters = args.iters or (3 if args.quick else 10)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-    args.sample_chars = args.sample_chars or (500 if args.quick else 5000)
+    args.sample_chars = args.sample_chars or (500 if args.quick else 20000)
     if args.worker:
         worker(args)
         return
@@ -317,7 +324,7 @@ def main(argv=None):
               f"median of up to {args.iters} timed iterations, {args.rounds} round(s)"
               + ("" if with_torch else "; torch not measured" + ("" if args.no_torch else " (not installed)")))
         print(f"{'H':>5} {'train c/s':>10} {'torch':>10} {'ratio':>6} {'sample c/s':>11} {'torch':>9} "
-              f"{'ratio':>6} {'compile s':>9} {'RSS MB':>7} {'torch MB':>8}")
+              f"{'ratio':>6} {'1-thread':>8} {'compile s':>9} {'RSS MB':>7} {'torch MB':>8}")
     sampler = None
     for hidden in args.hidden:
         row = measure(hidden, args, with_torch)

@@ -1,9 +1,15 @@
-"""Kernels on their own: float32 activations and cells against float64, and the BLAS wrapper."""
+"""Kernels on their own: float32 activations and cells against float64, the BLAS wrapper, the
+single-stream matrix-vector product and the spin barrier."""
+
+import threading
 
 import numpy as np
 import pytest
 
+from charrnn.jit import njit
 from charrnn.kernels.blas import gemm, gemm_tiled
+from charrnn.kernels.sampling import accumulate_unit_columns, unit_range
+from charrnn.kernels.sync import ARRIVAL_STRIDE, arrive_and_wait
 from charrnn.kernels.recurrent import (
     gru_backward,
     gru_forward,
@@ -148,3 +154,53 @@ def test_gemm_matches_numpy_on_views(dtype, shape):
     if strided.shape[0] > 1 and strided.shape[1] > 1:
         with pytest.raises(ValueError, match="unit stride"):
             gemm(start.copy(), strided[:, :K], b, 0.0)
+
+
+# --------------------------------------------------------------------- single-stream sampling parts
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K, H, G, first, count", [(16, 8, 4, 0, 8), (19, 10, 4, 3, 5), (7, 6, 3, 5, 1), (33, 65, 1, 0, 65)])
+def test_unit_columns_product_matches_numpy(dtype, K, H, G, first, count):
+    rng = np.random.default_rng(K + H)
+    x, W = rng.normal(size=K).astype(dtype), rng.normal(size=(K, G * H)).astype(dtype)
+    start = rng.normal(size=G * count).astype(dtype)
+    out = start.copy()
+    accumulate_unit_columns(out, x, W, first, count, H)
+    columns = np.concatenate([np.arange(k * H + first, k * H + first + count) for k in range(G)])
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(out, start + x @ W[:, columns], rtol=tol, atol=tol)
+
+
+def test_unit_ranges_cover_every_unit_once():
+    for H in (1, 7, 16, 255):
+        for workers in range(1, min(H, 5) + 1):
+            ranges = [unit_range(w, workers, H) for w in range(workers)]
+            assert [first for first, _ in ranges] == [sum(count for _, count in ranges[:w]) for w in range(workers)]
+            assert sum(count for _, count in ranges) == H and min(count for _, count in ranges) >= H // workers
+
+
+@njit
+def relay(worker, workers, arrivals, board, seen, rounds):
+    """Each round every worker posts the round number, meets the others, and reads all posts."""
+    for round_number in range(1, rounds + 1):
+        board[worker] = round_number
+        arrive_and_wait(arrivals, worker, workers, 2 * round_number - 1)
+        low = round_number
+        for other in range(workers):
+            low = min(low, board[other])
+        seen[worker, round_number - 1] = low
+        arrive_and_wait(arrivals, worker, workers, 2 * round_number)  # nobody posts again before all have read
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_barrier_lets_no_thread_read_before_every_thread_has_written(workers):
+    rounds = 3000
+    arrivals = np.zeros(workers * ARRIVAL_STRIDE, np.int64)
+    board = np.zeros(workers, np.int64)
+    seen = np.zeros((workers, rounds), np.int64)
+    threads = [threading.Thread(target=relay, args=(w, workers, arrivals, board, seen, rounds)) for w in range(1, workers)]
+    for thread in threads:
+        thread.start()
+    relay(0, workers, arrivals, board, seen, rounds)
+    for thread in threads:
+        thread.join()
+    assert np.array_equal(seen, np.tile(np.arange(1, rounds + 1), (workers, 1)))

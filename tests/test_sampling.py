@@ -66,10 +66,11 @@ def sampler_after(model, vocab, prime, streams=1, **controls):
 
 
 # ----------------------------------------------------------------------------------- the loop
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_argmax_equals_repeated_model_step(cell):
+def test_argmax_equals_repeated_model_step(cell, threads):
     model, vocab = trained_model(cell, steps=10)
-    ids = sampler_after(model, vocab, "the ", argmax=True).sample(30)[:, 0]
+    ids = sampler_after(model, vocab, "the ", argmax=True, threads=threads).sample(30)[:, 0]
     logits, state = step_logits_after(model, vocab, "the ")
     expected = []
     for _ in range(30):
@@ -78,12 +79,14 @@ def test_argmax_equals_repeated_model_step(cell):
     assert ids.tolist() == expected
 
 
+@pytest.mark.parametrize("streams", [1, 2])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_sampled_path_follows_model_step_states(cell):
-    """Whatever ids the loop samples, its logits after them are Model.step's logits after them."""
+def test_sampled_path_follows_model_step_states(cell, streams):
+    """Whatever ids the loop samples, its logits after them are Model.step's logits after them
+    (one stream runs the unit-split loop, two the batched one)."""
     model, vocab = trained_model(cell, steps=5)
-    sampler = sampler_after(model, vocab, "cat")
-    ids = sampler.sample(15, np.random.default_rng(1).random((15, 1)))[:, 0]
+    sampler = sampler_after(model, vocab, "cat", streams=streams)
+    ids = sampler.sample(15, np.random.default_rng(1).random((15, streams)))[:, 0]
     logits, state = step_logits_after(model, vocab, "cat")
     for char_id in ids:
         logits = model.step([char_id], state)[0]
@@ -144,6 +147,24 @@ def test_keeping_one_candidate_is_argmax(lstm, controls):
     greedy = sampler_after(model, vocab, "the ", argmax=True).sample(40)
     uniforms = np.random.default_rng(3).random((40, 1))
     assert np.array_equal(sampler_after(model, vocab, "the ", **controls).sample(40, uniforms), greedy)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_one_stream_split_across_threads_equals_the_batched_loop(cell):
+    """The unit-split loop on 1-3 threads, called in odd-sized chunks, samples what the batched
+    loop samples and ends in the same state."""
+    model, vocab = trained_model(cell, steps=10, hidden=19)
+    uniforms = np.random.default_rng(5).random((41, 2))
+    batched = sampler_after(model, vocab, "the ", streams=2, top_k=5)
+    expected = batched.sample(41, uniforms)[:, :1]
+    for threads in (1, 2, 3):
+        single = sampler_after(model, vocab, "the ", top_k=5, threads=threads)
+        assert single.workers == threads
+        ids = np.concatenate([single.sample(n, uniforms[a:b, :1]) for n, a, b in ((16, 0, 16), (25, 16, 41))])
+        assert np.array_equal(ids, expected)
+        for mine, theirs in ((single.h, batched.h), (single.c, batched.c), (single.logits, batched.logits)):
+            np.testing.assert_allclose(mine[:, 0] if mine.ndim == 3 else mine[0],
+                                       theirs[:, 0] if theirs.ndim == 3 else theirs[0], rtol=1e-5, atol=1e-6)
 
 
 def test_batched_streams_equal_single_stream_runs(lstm):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from charrnn.checkpoint import resolve_checkpoint
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, OutputClosed
 from charrnn.sampling import beam_search, check_controls, check_length, generate, start_logits
 from charrnn.saved import load_model
 
@@ -66,10 +66,12 @@ def _output_stream(output):
 @click.option("--beam", default=None, type=int, help="beam search with this width for the most likely text instead of sampling")
 @click.option("--output", "-o", default=None, type=click.Path(dir_okay=False), help="write to this file instead of stdout")
 @click.option("--drop-unknown", is_flag=True, help="drop prime characters the model never saw instead of failing")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="threads sharing one sample's work [default: 2 from 256 hidden units up, if there are 2 cores]")
 @click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]),
               help="for a run directory: its best (lowest validation loss) or latest checkpoint")
 def sample(checkpoint, temperature, argmax, length, prime, prime_file, seed, top_k, top_p, num_samples,
-           beam, output, drop_unknown, which):
+           beam, output, drop_unknown, threads, which):
     """Generate text from CHECKPOINT (a checkpoint file, or a run directory's best checkpoint).
 
     Without a prime the first character is drawn uniformly from the vocabulary (from the corpus's
@@ -104,7 +106,7 @@ def sample(checkpoint, temperature, argmax, length, prime, prime_file, seed, top
     pieces = generate(
         model, vocab, length, temperature=temperature, prime=prime_text, seed=seed, top_k=top_k,
         top_p=top_p, argmax=argmax, num_samples=num_samples, drop_unknown=drop_unknown,
-        start_probs=start_probs, notify=_note,
+        start_probs=start_probs, notify=_note, threads=threads,
     )
     with _output_stream(output) as out:
         _write_samples(out, pieces, num_samples)
@@ -126,5 +128,8 @@ def _write_samples(out, pieces, num_samples):
 
 def _write(out, text):
     # Bytes, not text: the output is UTF-8 whatever the locale says about the terminal.
-    out.write(text.encode("utf-8"))
-    out.flush()
+    try:
+        out.write(text.encode("utf-8"))
+        out.flush()
+    except BrokenPipeError:
+        raise OutputClosed from None

@@ -6,6 +6,12 @@ layer 0's W_x (V, GH) and upper layers' (H, GH) share one array type) and the ce
 The state is h, c: (L, B, H), updated in place; `logits` (B, V) always holds the prediction for
 the next character, so consecutive calls continue exactly where the previous one stopped.
 
+One stream alone (`sample_units`) has no batch to share a matrix product, so each character is a
+chain of matrix-vector products whose weights (3 MB at 2 x 256) stream from the shared cache. There
+the hidden units of every layer are split between threads: each reads only its own columns of the
+weights, and the threads meet (charrnn.kernels.sync) once per layer, when the next layer needs all
+of h. Both compute the whole output layer and draw the same character from the same uniform.
+
 Randomness is an input: uniforms (N, B) in [0, 1), one per character and stream, drawn by the
 caller. A character is chosen by inverse CDF over the candidates, in id order, or in descending
 probability order when top-k or top-p filtering is on (ties broken by the lower id).
@@ -18,7 +24,8 @@ import numpy as np
 from charrnn.jit import njit
 from charrnn.kernels import GRU, LSTM, RNN
 from charrnn.kernels.layers import add_bias, embedding_forward
-from charrnn.kernels.recurrent import gru_forward, lstm_forward, rnn_forward
+from charrnn.kernels.recurrent import gru_cell, gru_forward, lstm_cell, lstm_forward, rnn_forward, tanh
+from charrnn.kernels.sync import arrive_and_wait
 
 LSTM_CODE, GRU_CODE, RNN_CODE = 0, 1, 2
 CELL_CODES = {LSTM: LSTM_CODE, GRU: GRU_CODE, RNN: RNN_CODE}
@@ -188,3 +195,111 @@ def sample_chunk(
             out_ids[n, b] = choice
             ids[b, 0] = choice
         advance(ids, h, c, logits, cell, W_xs, W_hs, biases, b_hns, out_W, out_b, gates, h_seq, c_seq, aux_seq)
+
+
+# --------------------------------------------------------------------------- one stream, split units
+@njit
+def accumulate_unit_columns(out, x, W, first, count, block):
+    """out (G*count,) += x (K,) @ W[:, columns first..first+count of each of G blocks `block` wide].
+
+    Block k of `out` receives columns k*block + first + (0..count-1). Four rows of W per pass over
+    `out`, so `out` is loaded and stored a quarter as often as the rows are read.
+    """
+    K = x.shape[0]
+    G = out.shape[0] // count
+    r = 0
+    while r + 4 <= K:
+        x0, x1, x2, x3 = x[r], x[r + 1], x[r + 2], x[r + 3]
+        for k in range(G):
+            start = k * block + first
+            o = out[k * count : (k + 1) * count]
+            w0 = W[r, start : start + count]
+            w1 = W[r + 1, start : start + count]
+            w2 = W[r + 2, start : start + count]
+            w3 = W[r + 3, start : start + count]
+            for j in range(count):
+                o[j] = o[j] + x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
+        r += 4
+    while r < K:
+        xr = x[r]
+        for k in range(G):
+            start = k * block + first
+            o = out[k * count : (k + 1) * count]
+            w = W[r, start : start + count]
+            for j in range(count):
+                o[j] = o[j] + xr * w[j]
+        r += 1
+
+
+@njit
+def unit_range(worker, workers, H):
+    """(first, count) of the hidden units `worker` owns: contiguous, nearly equal shares."""
+    first = H * worker // workers
+    return first, H * (worker + 1) // workers - first
+
+
+@njit
+def sample_units(
+    worker, workers, arrivals, out_ids, uniforms, h_pair, c, cell, W_xs, W_hs, biases, b_hns, out_W, out_b,
+    temperature, top_k, top_p, greedy, pre, rec, c_part, aux, logits, weights, order, scratch,
+):
+    """One of `workers` threads sampling one stream's next N characters into out_ids (N, 1).
+
+    The thread owns hidden units `unit_range(worker, workers, H)` of every layer. Shared: h_pair
+    (2, L, H), where step n reads h_pair[n % 2] and writes h_pair[(n + 1) % 2], so no thread
+    overwrites an h another may still be reading; c (L, H), of which each thread updates its own
+    units; arrivals (workers * ARRIVAL_STRIDE,) int64, zero on entry. The other arrays have a row
+    per thread: pre, rec (>= G*count), c_part, aux (>= count), logits (V,) holding the pending
+    prediction on entry and the next one on return, weights (V,) float64, order, scratch (V,) int64.
+    Only worker 0 writes out_ids. With workers == 1 this is a plain single-threaded loop.
+    """
+    L, H = c.shape
+    V = out_b.shape[0]
+    G = W_hs[0].shape[1] // H
+    first, count = unit_range(worker, workers, H)
+    last = first + count
+    my_pre, my_rec = pre[worker, : G * count], rec[worker, : G * count]
+    my_c, my_aux, my_logits = c_part[worker, :count], aux[worker, :count], logits[worker]
+    my_weights, my_order, my_scratch = weights[worker], order[worker], scratch[worker]
+    meetings = 0
+    for step in range(out_ids.shape[0]):
+        if greedy:
+            choice = argmax_row(my_logits)
+        else:
+            choice = draw(my_logits, uniforms[step, 0], temperature, top_k, top_p, my_weights, my_order, my_scratch)
+        if worker == 0:
+            out_ids[step, 0] = choice
+        h_old, h_new = h_pair[step % 2], h_pair[(step + 1) % 2]
+        for layer in range(L):
+            W_x, bias = W_xs[layer], biases[layer]
+            for k in range(G):
+                start = k * H + first
+                dst, b = my_pre[k * count : (k + 1) * count], bias[start : start + count]
+                if layer == 0:
+                    row = W_x[choice, start : start + count]
+                    for j in range(count):
+                        dst[j] = row[j] + b[j]
+                else:
+                    for j in range(count):
+                        dst[j] = b[j]
+            if layer > 0:
+                accumulate_unit_columns(my_pre, h_new[layer - 1], W_x, first, count, H)
+            my_rec[:] = 0.0
+            accumulate_unit_columns(my_rec, h_old[layer], W_hs[layer], first, count, H)
+            own_h = h_new[layer, first:last]
+            if cell == LSTM_CODE:
+                own_c = c[layer, first:last]
+                lstm_cell(my_pre, my_rec, own_c, my_c, my_aux, own_h)
+                for j in range(count):
+                    own_c[j] = my_c[j]
+            elif cell == GRU_CODE:
+                gru_cell(my_pre, my_rec, b_hns[layer][first:last], h_old[layer, first:last], my_aux, own_h)
+            else:
+                for j in range(count):
+                    own_h[j] = tanh(my_pre[j] + my_rec[j])
+            if workers > 1:
+                meetings += 1
+                arrive_and_wait(arrivals, worker, workers, meetings)
+        for v in range(V):
+            my_logits[v] = out_b[v]
+        accumulate_unit_columns(my_logits, h_new[L - 1], out_W, 0, V, V)

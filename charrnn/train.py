@@ -145,6 +145,7 @@ class Trainer:
         config.validate()
         self.out = Path(config.out)
         continuing = resume_from is not None and self.out.resolve() == Path(resume_from).resolve()
+        self._continuing = continuing
         if not continuing and any(self.out.glob("ckpt_iter*.npz")):
             # Writing there would move its pointers and let --keep-last delete its checkpoints.
             raise CharrnnError(
@@ -191,6 +192,31 @@ class Trainer:
         self._prepare_out_dir()
 
     # ------------------------------------------------------------------------------- set-up
+    def _forget_metrics_after(self, iteration):
+        """Drops metrics.jsonl records past `iteration`: resuming from an older checkpoint replays
+        those iterations (identically), and the log should hold each once."""
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept, dropped = [], 0
+        with open(path, encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    record_iteration = json.loads(line)["iter"]
+                    keep = line.endswith("\n") and record_iteration <= iteration
+                except (ValueError, KeyError, TypeError):
+                    keep = False  # a line torn by a crash
+                if keep:
+                    kept.append(line)
+                else:
+                    dropped += 1
+        if dropped:
+            temporary = path.with_suffix(".jsonl.tmp")
+            with open(temporary, "w", encoding="utf-8") as out:
+                out.writelines(kept)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)
     def _prepare_out_dir(self):
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -257,6 +283,8 @@ class Trainer:
             f"vocabulary {len(self.vocab)}, train {len(self.splits['train']):,} / val {len(self.splits['val']):,} chars, "
             f"{self.loader.batches_per_epoch} iterations per epoch; kernels ready in {compile_seconds:.1f}s"
         )
+        if self._continuing:
+            self._forget_metrics_after(self.iteration)
         metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
         started = time.perf_counter()
         seconds_before = self.train_seconds

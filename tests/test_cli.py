@@ -1,11 +1,13 @@
 """The `charrnn` entry point: version, help, and usage mistakes as one line on stderr."""
 
+import importlib
 import subprocess
 import sys
 
 import pytest
 
 from charrnn import __version__
+from charrnn.cli import COMMANDS
 from cli_runner import run_main
 
 SUBCOMMANDS = ("train", "sample", "eval", "info", "inspect", "corpus")
@@ -61,3 +63,18 @@ def test_running_out_of_memory_is_one_line(capsys, monkeypatch):
     code, out, err = run_main(capsys, "info", "ckpt.npz")
     assert code == 1 and out == "" and err.count("\n") == 1
     assert err.startswith("charrnn: error: not enough memory (Unable to allocate 80.0 GiB") and "--hidden" in err
+
+
+def test_the_overview_lists_every_command_without_importing_them():
+    """`charrnn --help` answers without numba; its one-line summaries are the commands' own words."""
+    code = ("import sys; from charrnn.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('numba' in sys.modules, 'charrnn.commands.train' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().splitlines()[-1] == "False False"
+    overview = " ".join(done.stdout.split())  # as one line, whatever the terminal width wrapped
+    for name, (module, function, summary) in COMMANDS.items():
+        assert f" {name} {summary}" in overview
+        command = getattr(importlib.import_module(module), function)
+        assert command.name == name
+        assert " ".join(command.help.split()).startswith(summary.rstrip("."))

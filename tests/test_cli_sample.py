@@ -165,8 +165,7 @@ def test_end_to_end_closed_pipe_and_ascii_locale(saved):
     process.stdout.close()
     _, err = process.communicate(timeout=120)
     assert head.startswith("Ünï".encode("utf-8"))  # UTF-8 even though the locale says ASCII
-    # Quiet either way: click itself turns EPIPE into exit status 1 before charrnn's main sees it.
-    assert process.returncode in (0, 1)
+    assert process.returncode == 0  # a reader that stops early is not an error
     assert err == b""
 
 

@@ -105,6 +105,23 @@ def test_cosine_run_logs_its_rates_and_resumes_bit_identically(tiny_corpus, tmp_
     assert logged == pytest.approx([config.scheduled_lr(i) for i in range(24)])
 
 
+def test_resuming_from_an_older_checkpoint_logs_replayed_iterations_once(tiny_corpus, tmp_path):
+    """As after a crash: the newest checkpoint is gone, so iterations 21-30 run a second time."""
+    out = tmp_path / "run"
+    run_training(small_config(tiny_corpus, out, max_iters=30), log=quiet)
+    first_log = (out / "metrics.jsonl").read_text()
+    list_checkpoints(out)[-1].path.unlink()
+    with open(out / "metrics.jsonl", "a") as metrics:
+        metrics.write('{"iter": 31, "train_lo')  # a line torn by the crash
+    Trainer(small_config(tiny_corpus, out, max_iters=30), resume_from=out, log=quiet).run()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["iter"] for r in records if not r.get("eval")]
+    assert steps == list(range(1, 31))
+    assert [r["iter"] for r in records if r.get("eval")] == [10, 20, 30]
+    assert [r["train_loss"] for r in records if not r.get("eval")] == [
+        json.loads(line)["train_loss"] for line in first_log.splitlines() if '"eval"' not in line]
+
+
 def test_resume_refuses_another_corpus_or_shape(tiny_corpus, tmp_path):
     out = tmp_path / "run"
     run_training(small_config(tiny_corpus, out, max_iters=10), log=quiet)

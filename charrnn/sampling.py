@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import math
+import time
 from functools import partial
 from typing import Callable, Iterator
 
@@ -31,6 +32,11 @@ PRIME_WINDOW = 512  # the prime is read in windows so a long prime file does not
 # A single stream splits its hidden units between threads from this size up; below it the weights
 # fit one core's cache and meeting once per layer costs more than the second core saves.
 SPLIT_UNITS_MIN_HIDDEN = 256
+# Threads that wait for each other at every layer lose badly when another job holds a core, so with
+# the default thread count a sampler times its calls on one thread and on several, keeps the faster,
+# and times the other again every PROBE_EVERY calls. The text does not depend on the thread count.
+PROBE_EVERY = 8
+PROBE_MIN_STEPS = 32  # shorter calls are timed, but do not count
 
 
 def check_controls(temperature: float, top_k: int, top_p: float) -> None:
@@ -160,22 +166,23 @@ class Sampler:
         # One stream runs the unit-split loop (see charrnn.kernels.sampling) on `workers` threads.
         self.workers = 0
         if streams == 1:
-            self.workers = threads or (min(2, usable_cores()) if H >= SPLIT_UNITS_MIN_HIDDEN else 1)
-            self.workers = min(self.workers, H)
+            self.workers = min(H, threads or (min(2, usable_cores()) if H >= SPLIT_UNITS_MIN_HIDDEN else 1))
             self._unit_work = self._unit_work_arrays(L, H, cfg.gate_width // H, V, dtype)
+        self._adaptive = threads is None and self.workers > 1
+        self._rates = {}  # threads: characters per second of the last timed call
+        self._calls = 0
 
     def _unit_work_arrays(self, L, H, G, V, dtype):
         workers = self.workers
-        widest = -(-H // workers)
 
-        def rows(width, kind=dtype):  # each thread's row starts on its own cache line
+        def rows(width, kind=dtype):  # each thread's row starts on its own cache line; one thread may need all H
             return np.zeros((workers, -(-width // 16) * 16), kind)
 
         return {
             "arrivals": np.zeros(workers * ARRIVAL_STRIDE, np.int64),
             "h_pair": np.zeros((2, L, H), dtype),
             "c": np.zeros((L, H), dtype),
-            "arrays": (rows(G * widest), rows(G * widest), rows(widest), rows(widest)),
+            "arrays": (rows(G * H), rows(G * H), rows(H), rows(H)),
             "logits": rows(V)[:, :V],
             "sampling": (rows(V, np.float64)[:, :V], rows(V, np.int64)[:, :V], rows(V, np.int64)[:, :V]),
         }
@@ -210,7 +217,24 @@ class Sampler:
         )
         return out
 
+    def _threads_for_next_call(self):
+        if not self._adaptive:
+            return self.workers
+        self._calls += 1
+        for candidate in (self.workers, 1):
+            if candidate not in self._rates:
+                return candidate
+        faster, slower = sorted(self._rates, key=self._rates.get, reverse=True)
+        return slower if self._calls % PROBE_EVERY == 0 else faster
+
     def _sample_units(self, out, uniforms):
+        workers = self._threads_for_next_call()
+        started = time.perf_counter()
+        self._run_units(workers, out, uniforms)
+        if len(out) >= PROBE_MIN_STEPS and self._calls > 1:  # the first call may include compiling
+            self._rates[workers] = len(out) / max(time.perf_counter() - started, 1e-9)
+
+    def _run_units(self, workers, out, uniforms):
         work = self._unit_work
         work["arrivals"][:] = 0
         work["h_pair"][0] = self.h[:, 0]
@@ -218,7 +242,7 @@ class Sampler:
         work["logits"][...] = self.logits[0]
         shared = (work["arrivals"], out, uniforms, work["h_pair"], work["c"], *self._weights, *self.controls,
                   *work["arrays"], work["logits"], *work["sampling"])
-        run_parts([partial(sample_units, worker, self.workers, *shared) for worker in range(self.workers)])
+        run_parts([partial(sample_units, worker, workers, *shared) for worker in range(workers)])
         self.h[:, 0] = work["h_pair"][len(out) % 2]
         self.c[:, 0] = work["c"]
         self.logits[0] = work["logits"][0]

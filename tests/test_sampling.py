@@ -167,6 +167,33 @@ def test_one_stream_split_across_threads_equals_the_batched_loop(cell):
                                        theirs[:, 0] if theirs.ndim == 3 else theirs[0], rtol=1e-5, atol=1e-6)
 
 
+def test_default_threads_follow_the_faster_count_and_keep_the_text(lstm, monkeypatch):
+    import charrnn.sampling as sampling
+
+    model, vocab = lstm
+    monkeypatch.setattr(sampling, "SPLIT_UNITS_MIN_HIDDEN", 1)
+    monkeypatch.setattr(sampling, "usable_cores", lambda: 2)
+    uniforms = np.random.default_rng(8).random((40 * 12, 1))
+    adaptive = sampler_after(model, vocab, "the ")
+    assert adaptive.workers == 2 and adaptive._adaptive
+    chosen, pieces, clock = [], [], [0.0]
+    real = adaptive._run_units
+
+    def recording(workers, out, chunk):
+        chosen.append(workers)
+        real(workers, out, chunk)
+        clock[0] += 0.03 if workers == 2 else 0.01  # as if another job held the second core
+
+    monkeypatch.setattr(adaptive, "_run_units", recording)
+    monkeypatch.setattr(sampling.time, "perf_counter", lambda: clock[0])
+    for call in range(12):
+        pieces.append(adaptive.sample(40, uniforms[40 * call : 40 * (call + 1)]))
+    # Untimed first call, then each count once, then the faster with the slower re-timed every 8th call.
+    assert chosen[:3] == [2, 2, 1] and chosen[3:] == [1, 1, 1, 1, 2, 1, 1, 1, 1]
+    fixed = sampler_after(model, vocab, "the ", threads=1).sample(480, uniforms)
+    assert np.array_equal(np.concatenate(pieces), fixed)
+
+
 def test_batched_streams_equal_single_stream_runs(lstm):
     model, vocab = lstm
     uniforms = np.random.default_rng(11).random((50, 3))

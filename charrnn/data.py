@@ -253,6 +253,25 @@ def load_corpus(path, encoding: str = UTF8) -> Corpus:
     return Corpus(ids=ids, vocab=vocab, path=path, n_chars=int(ids.size), encoding=encoding)
 
 
+def ids_in_vocab(corpus: Corpus, vocab: Vocab, owner: str = "the model") -> np.ndarray:
+    """The corpus's ids in `vocab` (a trained model's, which may know more symbols than the corpus
+    uses); a symbol of the corpus that `vocab` lacks is a CharrnnError naming it."""
+    if corpus.vocab == vocab:
+        return corpus.ids
+    if corpus.vocab.mode != vocab.mode:
+        raise CharrnnError(f"{owner} reads {vocab.mode} but {corpus.path} was read as {corpus.vocab.mode}; "
+                           f"pass --encoding {vocab.mode}")
+    symbols = corpus.vocab.symbols
+    as_text = bytes(symbols) if vocab.mode == BYTES else "".join(symbols)
+    missing = vocab.unknown(as_text)
+    if missing:
+        shown = " ".join(symbol_label(s) for s in missing[:20])
+        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
+        raise CharrnnError(f"{corpus.path} has symbols {owner} never saw: {shown}{more}; "
+                           "remove them from the text or train a model from scratch")
+    return vocab.encode(as_text)[corpus.ids]
+
+
 def _codepoint_chunks(text: str) -> Iterator[np.ndarray]:
     """Code points of text, a bounded slice at a time."""
     for start in range(0, len(text), _CHUNK):

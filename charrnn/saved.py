@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from charrnn.data import Vocab, load_corpus, split_corpus
+from charrnn.data import Vocab, ids_in_vocab, load_corpus, split_corpus
 from charrnn.errors import CharrnnError
 from charrnn.model import Model, ModelConfig
 
@@ -77,9 +77,14 @@ def load_split_ids(meta, split):
     except (KeyError, TypeError, ValueError) as error:
         raise CharrnnError(f"the checkpoint's corpus record is malformed ({error}); pass a text file instead") from None
     corpus = load_corpus(path, vocab.mode)
-    if corpus.vocab != vocab or (n_chars is not None and corpus.n_chars != n_chars):
-        raise CharrnnError(f"{path} has changed since training (different size or symbols); pass a text file instead")
-    splits = split_corpus(corpus.ids, *fractions)
+    changed = CharrnnError(f"{path} has changed since training (different size or symbols); pass a text file instead")
+    if n_chars is not None and corpus.n_chars != n_chars:
+        raise changed
+    try:
+        ids = ids_in_vocab(corpus, vocab)  # a fine-tuned model's vocabulary may be wider than its corpus's
+    except CharrnnError:
+        raise changed from None
+    splits = split_corpus(ids, *fractions)
     if split not in splits:
         raise CharrnnError(f"unknown split {split!r}; choose train, val or test")
     if len(splits[split]) < 2:

@@ -30,12 +30,12 @@ from charrnn.checkpoint import (
     update_pointers,
 )
 from charrnn.corpora import file_sha256
-from charrnn.data import BatchLoader, load_corpus, split_corpus
+from charrnn.data import BatchLoader, ids_in_vocab, load_corpus, split_corpus
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_loss
 from charrnn.model import Model, ModelConfig, NonFiniteLoss
 from charrnn.optim import clip_grad_norm, clip_grad_value, grad_norm, make_optimizer
-from charrnn.saved import model_from_checkpoint, save_model
+from charrnn.saved import load_model, model_from_checkpoint, save_model
 
 # The Unreasonable Effectiveness post shows samples at these iterations; evaluations add more.
 SAMPLE_MILESTONES = (100, 300, 500, 700, 1000, 1200, 2000)
@@ -78,6 +78,7 @@ class TrainConfig:
     sample_length: int = 400
     sample_temperature: float = 0.8
     seed: int = 123
+    init_from: str = ""  # a checkpoint (or run directory: its best) whose weights start this run
 
     # Options that define the model or its data: a resumed run must keep them.
     FIXED_ON_RESUME = ("encoding", "model", "layers", "hidden", "seq_length", "batch_size", "val_frac", "test_frac")
@@ -153,7 +154,16 @@ class Trainer:
             )
 
         corpus = load_corpus(config.corpus, config.encoding)
-        self.vocab = corpus.vocab
+        self.vocab, ids, base_params = corpus.vocab, corpus.ids, None
+        if config.init_from:
+            # The run keeps its base model's vocabulary, which may hold symbols this corpus lacks.
+            if resume_from is None:
+                base_model, self.vocab, _ = load_model(config.init_from)
+                self._check_base(base_model.config)
+                base_params = {name: value.copy() for name, value in base_model.params.items()}
+            else:
+                _, self.vocab, _ = load_model(resume_from, which="latest")
+            ids = ids_in_vocab(corpus, self.vocab, "the --init-from model")
         self.corpus_meta = {
             "path": str(Path(config.corpus).resolve()),
             "encoding": corpus.encoding,
@@ -162,7 +172,7 @@ class Trainer:
             "val_frac": config.val_frac,
             "test_frac": config.test_frac,
         }
-        self.splits = split_corpus(corpus.ids, config.val_frac, config.test_frac)
+        self.splits = split_corpus(ids, config.val_frac, config.test_frac)
         # Character frequencies of the training text: where unprimed samples start.
         counts = np.bincount(self.splits["train"], minlength=len(self.vocab))
         self.unigram = (counts / counts.sum()).round(6).tolist()
@@ -171,7 +181,7 @@ class Trainer:
             raise CharrnnError("the validation split is too short to evaluate; raise --val-frac or use a longer corpus")
 
         model_config = ModelConfig(config.model, len(self.vocab), config.hidden, config.layers, config.dropout)
-        self.model = Model(model_config, dtype=np.float32, seed=config.seed)
+        self.model = Model(model_config, params=base_params, dtype=np.float32, seed=config.seed)
         hyper = {"weight_decay": config.weight_decay} if config.optimizer == "adam" else {}
         self.optimizer = make_optimizer(config.optimizer, self.model.params, config.lr, **hyper)
         self.grads = self.model.zeros_like_params()
@@ -192,6 +202,14 @@ class Trainer:
         self._prepare_out_dir()
 
     # ------------------------------------------------------------------------------- set-up
+    def _check_base(self, base):
+        cfg = self.config
+        if (base.cell, base.layers, base.hidden) != (cfg.model, cfg.layers, cfg.hidden):
+            raise CharrnnError(
+                f"--init-from {cfg.init_from} holds a {base.cell} {base.layers}x{base.hidden} model but this run asks for "
+                f"{cfg.model} {cfg.layers}x{cfg.hidden}; drop --model, --layers and --hidden to take the checkpoint's"
+            )
+
     def _forget_metrics_after(self, iteration):
         """Drops metrics.jsonl records past `iteration`: resuming from an older checkpoint replays
         those iterations (identically), and the log should hold each once."""

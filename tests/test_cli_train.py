@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
@@ -189,3 +190,50 @@ def test_corpus_list_and_offline_build(tmp_path, capsys, monkeypatch):
     code, stdout, _ = run_cli(capsys, "corpus", "default")
     path = stdout.strip()
     assert code == 0 and os.path.getsize(path) > 100_000
+
+
+def test_init_from_fine_tunes_on_a_corpus_with_fewer_symbols(tiny_corpus, tmp_path, capsys):
+    base = tmp_path / "base"
+    code, _, _ = run_cli(capsys, "train", str(tiny_corpus), *SMALL, "--max-iters", "10", "--out", str(base))
+    assert code == 0
+    text = tiny_corpus.read_text()
+    narrower = tmp_path / "narrower.txt"  # drops a symbol the base model knows
+    dropped = sorted(set(text))[-1]
+    narrower.write_text(text.replace(dropped, " ") * 2)
+    tuned = tmp_path / "tuned"
+    # No --hidden or --layers: the checkpoint's 1x16 shape is taken, not the 2x128 defaults.
+    code, _, err = run_cli(capsys, "train", str(narrower), "--init-from", str(base), "--batch-size", "4",
+                           "--seq-length", "16", "--eval-every", "10", "--max-iters", "1", "--out", str(tuned))
+    assert code == 0, err
+    base_arrays, base_meta = load_checkpoint(base, which="best")
+    _, meta = load_checkpoint(tuned, which="latest")
+    assert meta["model"]["hidden"] == 16 and meta["model"]["layers"] == 1
+    assert meta["vocab"] == base_meta["vocab"] and meta["iteration"] == 1
+    assert meta["train_config"]["init_from"] == str(base)
+    # One Adam step from the base weights moves each of them by at most about the learning rate.
+    tuned_arrays, _ = load_checkpoint(tuned, which="latest")
+    lr = meta["train_config"]["lr"]
+    params = [name for name in base_arrays if name.startswith("param/")]
+    assert params and all(np.abs(tuned_arrays[n] - base_arrays[n]).max() <= 1.01 * lr for n in params)
+    code, stdout, err = run_cli(capsys, "eval", str(tuned), "--split", "val", "--json")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "train", "--resume", str(tuned), "--max-iters", "3")
+    assert code == 0, err
+    assert load_checkpoint(tuned, which="latest")[1]["iteration"] == 3
+
+
+def test_init_from_refuses_new_symbols_and_another_shape(tiny_corpus, tmp_path, capsys):
+    base = tmp_path / "base"
+    code, _, _ = run_cli(capsys, "train", str(tiny_corpus), *SMALL, "--max-iters", "2", "--out", str(base))
+    assert code == 0
+    wider = tmp_path / "wider.txt"
+    wider.write_text(tiny_corpus.read_text() + "~ Ω\n")
+    code, _, err = run_cli(capsys, "train", str(wider), "--init-from", str(base), "--out", str(tmp_path / "a"))
+    assert_one_line_error(code, err, "has symbols the --init-from model never saw: ~ Ω")
+    code, _, err = run_cli(capsys, "train", str(tiny_corpus), "--init-from", str(base), "--hidden", "32",
+                           "--out", str(tmp_path / "b"))
+    assert_one_line_error(code, err, "lstm 1x16", "drop --model, --layers and --hidden")
+    code, _, err = run_cli(capsys, "train", str(tiny_corpus), "--init-from", str(tmp_path / "none"),
+                           "--out", str(tmp_path / "c"))
+    assert code == 1 and "Traceback" not in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -8,6 +8,7 @@ from charrnn.data import (
     BatchLoader,
     Vocab,
     eval_stream_count,
+    ids_in_vocab,
     iter_eval_windows,
     load_corpus,
     split_corpus,
@@ -268,3 +269,16 @@ def test_eval_windows_reduce_streams_for_short_split():
     assert x.shape == (4, 1) and y.ravel().tolist() == [1, 2, 3, 4]
     with pytest.raises(CharrnnError, match="at least 2"):
         list(iter_eval_windows(positions(1), 4, 10))
+
+
+def test_ids_in_a_wider_vocabulary(tmp_path):
+    path = tmp_path / "narrow.txt"
+    path.write_text("abba cab")
+    corpus = load_corpus(path)
+    wider = Vocab.from_text("abcdefg !")
+    assert wider.decode(ids_in_vocab(corpus, wider)) == "abba cab"
+    assert ids_in_vocab(corpus, corpus.vocab) is corpus.ids
+    with pytest.raises(CharrnnError, match="never saw: c;"):
+        ids_in_vocab(corpus, Vocab.from_text("ab !"))
+    with pytest.raises(CharrnnError, match="--encoding bytes"):
+        ids_in_vocab(corpus, Vocab.from_text(b"abc ", "bytes"))

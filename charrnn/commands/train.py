@@ -15,7 +15,8 @@ def option(name, help, **kwargs):
     field = name.lstrip("-").replace("-", "_")
     if "default" not in kwargs and hasattr(DEFAULTS, field):
         kwargs["default"] = getattr(DEFAULTS, field)
-    return click.option(name, help=help, show_default=True, **kwargs)
+    kwargs.setdefault("show_default", True)
+    return click.option(name, help=help, **kwargs)
 
 
 @click.command()
@@ -53,6 +54,9 @@ def option(name, help, **kwargs):
 @option("--seed", "seeds initialisation, data order of dropout masks and samples", type=click.IntRange(min=0))
 @option("--out", "run directory [default: runs/<corpus>-<model>-<layers>x<hidden>]", default=None,
         type=click.Path(file_okay=False))
+@option("--init-from", "start from this checkpoint's weights (a run directory: its best), e.g. to fine-tune "
+        "on new text; its model type and size are taken, the optimizer starts afresh", default="",
+        type=click.Path(), show_default=False)
 @option("--resume", "continue the run in this directory from its latest checkpoint", default=None,
         type=click.Path(file_okay=False))
 @click.pass_context
@@ -64,6 +68,8 @@ def train(ctx, file, resume, out, **options):
     else:
         if file is None:
             raise CharrnnError("name a text file to train on, e.g. charrnn train input.txt (or --resume RUN_DIR)")
+        if options["init_from"]:
+            _take_base_shape(options, given)
         if out is None:
             out = default_out_dir(file, options["model"], options["layers"], options["hidden"])
         config = TrainConfig(corpus=file, out=out, **options)
@@ -93,3 +99,14 @@ def _resumed_config(resume, file, out, options, given):
     if not Path(values["corpus"]).is_file():
         raise CharrnnError(f"the run's corpus {values['corpus']} is missing; pass its path: charrnn train FILE --resume {resume}")
     return TrainConfig.from_dict(values)
+
+
+def _take_base_shape(options, given):
+    """--init-from: the model type and size are the checkpoint's unless given (then they must agree)."""
+    from charrnn.checkpoint import load_checkpoint
+
+    _, meta = load_checkpoint(options["init_from"], which="best")
+    shape = meta.get("model") if isinstance(meta.get("model"), dict) else {}
+    for option_name, key in (("model", "cell"), ("layers", "layers"), ("hidden", "hidden")):
+        if option_name not in given and key in shape:
+            options[option_name] = shape[key]

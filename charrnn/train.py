@@ -335,6 +335,7 @@ class Trainer:
                         f"iter {self.iteration:>6}{self._of_total()} | epoch {self.loader.epoch_fraction:6.2f} | "
                         f"loss {loss:.4f} | lr {self.optimizer.lr:.2e} | "
                         f"{cfg.batch_size * cfg.seq_length / per_iter / 1000:6.1f}k chars/s | {per_iter * 1000:5.0f} ms/iter"
+                        + self._eta(per_iter, time.perf_counter() - started)
                     )
                     metrics.flush()
                     window_start, window_iters = time.perf_counter(), 0
@@ -364,6 +365,22 @@ class Trainer:
 
     def _of_total(self):
         return f"/{self.config.max_iters}" if self.config.max_iters else ""
+
+    def _eta(self, per_iter, elapsed):
+        """' | eta 12m05s' until the first of --max-iters, --max-minutes, --max-epochs ends the run."""
+        cfg = self.config
+        left = []
+        if cfg.max_iters:
+            left.append((cfg.max_iters - self.iteration) * per_iter)
+        if cfg.max_minutes:
+            left.append(cfg.max_minutes * 60 - elapsed)
+        if cfg.max_epochs:
+            left.append((cfg.max_epochs - self.loader.epoch_fraction) * self.loader.batches_per_epoch * per_iter)
+        if not left:
+            return ""
+        seconds = max(0, int(min(left)))
+        hours, rest = divmod(seconds, 3600)
+        return f" | eta {hours}h{rest // 60:02d}m" if hours else f" | eta {rest // 60}m{rest % 60:02d}s"
 
     def _stop_reason(self, started, seconds_before):
         cfg = self.config

@@ -77,6 +77,14 @@ def test_resume_continues_bit_identically(tiny_corpus, tmp_path):
         np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
 
 
+def test_progress_lines_show_the_time_left(tiny_corpus, tmp_path):
+    lines = []
+    run_training(small_config(tiny_corpus, tmp_path / "run", max_iters=10, max_epochs=0), log=lines.append)
+    progress = [line for line in lines if line.startswith("iter ")]
+    assert progress and all(" | eta 0m" in line for line in progress)
+    assert progress[-1].endswith("eta 0m00s")  # iteration 10 of 10
+
+
 def test_cosine_schedule_warms_up_then_falls_to_min_lr():
     config = TrainConfig(corpus="", out="", lr=1e-2, min_lr=1e-3, lr_schedule="cosine", warmup_iters=4, max_iters=104)
     config.validate()

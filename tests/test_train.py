@@ -148,19 +148,24 @@ def test_a_fresh_run_refuses_a_directory_with_checkpoints(tiny_corpus, tmp_path)
         Trainer(small_config(tiny_corpus, out), log=quiet)
 
 
-def test_divergence_rolls_back_halves_lr_and_continues(tiny_corpus, tmp_path, monkeypatch):
-    lines = []
-    trainer = Trainer(small_config(tiny_corpus, tmp_path / "run", max_iters=12), log=lines.append)
+def fail_once(trainer, monkeypatch, at_call):
+    """The model's `at_call`-th forward/backward reports a NaN loss; the others run normally."""
     real = trainer.model.loss_and_grads
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 8:
+        if calls["n"] == at_call:
             raise NonFiniteLoss("the loss became nan")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer.model, "loss_and_grads", flaky)
+
+
+def test_divergence_rolls_back_halves_lr_and_continues(tiny_corpus, tmp_path, monkeypatch):
+    lines = []
+    trainer = Trainer(small_config(tiny_corpus, tmp_path / "run", max_iters=12), log=lines.append)
+    fail_once(trainer, monkeypatch, at_call=8)
     trainer.run()
     assert trainer.iteration == 12
     assert any("rolled back" in line for line in lines)
@@ -170,16 +175,7 @@ def test_divergence_rolls_back_halves_lr_and_continues(tiny_corpus, tmp_path, mo
 def test_divergence_under_the_cosine_schedule_halves_the_whole_schedule(tiny_corpus, tmp_path, monkeypatch):
     config = small_config(tiny_corpus, tmp_path / "run", max_iters=12, lr_schedule="cosine", min_lr=1e-4)
     trainer = Trainer(config, log=quiet)
-    real = trainer.model.loss_and_grads
-    calls = {"n": 0}
-
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise NonFiniteLoss("the loss became nan")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer.model, "loss_and_grads", flaky)
+    fail_once(trainer, monkeypatch, at_call=5)
     trainer.run()
     assert trainer.iteration == 12 and trainer.lr_scale == 0.5
     assert trainer.optimizer.lr == pytest.approx(0.5 * config.scheduled_lr(11))

@@ -9,6 +9,11 @@ charrnn.kernels do the arithmetic. Parameter names and shapes (legend in charrnn
     out.W (H, V), out.b (V,)      output layer
 The carried state is one array (2, L, B, H): state[0] is h, state[1] is c (kept zero for gru/rnn).
 
+Regularisation in training: inverted dropout on each layer's output h (between layers and before the
+output layer; `dropout`), and DropConnect on the recurrent weights (`weight_drop`, AWD-LSTM's weight
+drop): each window multiplies every W_h by its own Bernoulli(1 - p) / (1 - p) mask, the same at every
+step, so the state's own path is regularised without breaking what it carries from step to step.
+
 A batch's streams are independent, so forward and backward cut them into slices that run at once
 on threads with single-threaded BLAS (charrnn.parallel); the slices' gradients are summed. The cut
 depends only on B and the BLAS thread budget, so a run on one machine is reproducible bit for bit.
@@ -60,6 +65,7 @@ class ModelConfig:
     hidden: int
     layers: int
     dropout: float = 0.0
+    weight_drop: float = 0.0
 
     def __post_init__(self):
         if self.cell not in GATE_BLOCKS:
@@ -70,6 +76,8 @@ class ModelConfig:
             raise CharrnnError(f"hidden size and layer count must be at least 1 (got {self.hidden}, {self.layers})")
         if not 0.0 <= self.dropout < 1.0:
             raise CharrnnError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.weight_drop < 1.0:
+            raise CharrnnError(f"weight drop must be in [0, 1), got {self.weight_drop}")
 
     @property
     def gate_width(self):
@@ -87,6 +95,7 @@ class ModelConfig:
                 hidden=int(values["hidden"]),
                 layers=int(values["layers"]),
                 dropout=float(values.get("dropout", 0.0)),
+                weight_drop=float(values.get("weight_drop", 0.0)),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise CharrnnError(f"model configuration is incomplete or malformed ({error})") from None
@@ -163,6 +172,7 @@ class Model:
         self.params = self._checked_params(params)
         self._windows = {}
         self._last = None
+        self._dropped_W_h = None  # per layer: W_h * mask / keep, and the scaled mask, when weight drop is on
 
     def _checked_params(self, params):
         shapes = parameter_shapes(self.config)
@@ -207,17 +217,19 @@ class Model:
             if targets.shape != inputs.shape:
                 raise CharrnnError(f"targets shape {targets.shape} differs from inputs shape {inputs.shape}")
         use_dropout = train and self.config.dropout > 0.0
-        if use_dropout and dropout_rng is None:
+        use_weight_drop = train and self.config.weight_drop > 0.0
+        if (use_dropout or use_weight_drop) and dropout_rng is None:
             raise CharrnnError("training with dropout needs a random generator (dropout_rng)")
 
         window = self._window(B, T)
         if use_dropout:
             self._draw_masks(window, dropout_rng)
+        recurrent = self._recurrent_weights(dropout_rng if use_weight_drop else None)
         want_grad = train and targets is not None
         scale = 1.0 / (B * T)
         tasks = [
             partial(self._forward_part, ws, inputs[rows], None if targets is None else targets[rows],
-                    state[:, :, rows], use_dropout, want_grad, scale)
+                    state[:, :, rows], use_dropout, want_grad, scale, recurrent)
             for ws, rows in zip(window.parts, window.rows)
         ]
         totals = run_parts(tasks)
@@ -231,8 +243,26 @@ class Model:
             loss = sum(totals) / (B * T)
             if not np.isfinite(loss):
                 raise NonFiniteLoss(f"the loss became {loss}")
-        self._last = (inputs, state, window, use_dropout, want_grad)
+        self._last = (inputs, state, window, use_dropout, want_grad, recurrent, use_weight_drop)
         return loss, final_state
+
+    def _recurrent_weights(self, weight_drop_rng):
+        """Each layer's W_h as this window uses it: the parameters, or (given a generator) dropped ones."""
+        cfg = self.config
+        names = [f"layer{layer}.W_h" for layer in range(cfg.layers)]
+        if weight_drop_rng is None:
+            return [self.params[name] for name in names]
+        keep = 1.0 - cfg.weight_drop
+        if self._dropped_W_h is None:
+            self._dropped_W_h = [(np.empty_like(self.params[name]), np.empty_like(self.params[name])) for name in names]
+        used = []
+        for name, (dropped, mask) in zip(names, self._dropped_W_h):
+            uniforms = weight_drop_rng.random(mask.shape, dtype=self.dtype)
+            np.less(uniforms, keep, out=mask)
+            mask *= self.dtype.type(1.0 / keep)
+            np.multiply(self.params[name], mask, out=dropped)
+            used.append(dropped)
+        return used
 
     def _draw_masks(self, window, rng):
         """Inverted-dropout masks, drawn for the whole batch layer by layer, then cut into slices."""
@@ -247,7 +277,7 @@ class Model:
                 np.less(uniforms[:, rows], keep, out=mask)
                 mask *= self.dtype.type(1.0 / keep)
 
-    def _forward_part(self, ws, inputs, targets, state, use_dropout, want_grad, scale):
+    def _forward_part(self, ws, inputs, targets, state, use_dropout, want_grad, scale, recurrent):
         """Forward of one slice of streams; returns its summed loss (0.0 without targets)."""
         cfg, p = self.config, self.params
         B, T = inputs.shape
@@ -261,7 +291,7 @@ class Model:
                 rows = gates.reshape(T * B, cfg.gate_width)
                 matmul(rows, layer_input.reshape(T * B, cfg.hidden), W_x)
                 add_bias(rows, bias)
-            self._cell_forward(layer, ws, state)
+            self._cell_forward(layer, ws, state, recurrent[layer])
             layer_input = ws.h_seq[layer]
             if use_dropout:
                 np.multiply(layer_input, ws.masks[layer], out=ws.dropped[layer])
@@ -284,9 +314,8 @@ class Model:
         pieces = [ws.logits.reshape(T, -1, V) for ws in window.parts]
         return np.concatenate(pieces, axis=1).reshape(-1, V)
 
-    def _cell_forward(self, layer, ws, state):
+    def _cell_forward(self, layer, ws, state, W_h):
         p, cell, tile = self.params, self.config.cell, small_gemm_budget()
-        W_h = p[f"layer{layer}.W_h"]
         h0 = state[0, layer]
         if cell == LSTM:
             lstm_forward(ws.h_seq[layer], ws.c_seq[layer], ws.aux_seq[layer], ws.gates[layer], W_h, h0, state[1, layer],
@@ -305,9 +334,16 @@ class Model:
         """
         if self._last is None or not self._last[4]:
             raise CharrnnError("backward needs a preceding forward with train=True and targets")
-        inputs, state, window, use_dropout, _ = self._last
+        inputs, state, window, use_dropout, _, recurrent, use_weight_drop = self._last
         dstate = np.zeros_like(state)
-        W_h_T = [np.ascontiguousarray(self.params[f"layer{layer}.W_h"].T) for layer in range(self.config.layers)]
+        W_h_T = [np.ascontiguousarray(W_h.T) for W_h in recurrent]
+        if use_weight_drop:
+            # Backward finds d loss / d(dropped W_h); the chain rule through W_h * mask is a product
+            # with the mask, applied once the slices are summed, so set the caller's sums aside.
+            names = [f"layer{layer}.W_h" for layer in range(self.config.layers)]
+            earlier = {name: grads[name].copy() for name in names}
+            for name in names:
+                grads[name].fill(0.0)
         tasks = []
         for k, (ws, rows) in enumerate(zip(window.parts, window.rows)):
             if k == 0:
@@ -325,6 +361,10 @@ class Model:
         for ws in window.parts[1:]:
             for name, grad in grads.items():
                 grad += ws.grads[name]
+        if use_weight_drop:
+            for name, (_, mask) in zip(names, self._dropped_W_h):
+                grads[name] *= mask
+                grads[name] += earlier[name]
         return dstate
 
     def _backward_part(self, ws, grads, inputs, state, dstate, dfinal_state, use_dropout, W_h_T):

@@ -53,6 +53,7 @@ class TrainConfig:
     layers: int = 2
     hidden: int = 128
     dropout: float = 0.0
+    weight_drop: float = 0.0
     seq_length: int = 100
     batch_size: int = 50
     optimizer: str = "adam"
@@ -118,6 +119,8 @@ class TrainConfig:
                 raise CharrnnError(f"--min-lr {self.min_lr:g} must not exceed --lr {self.lr:g}")
         if not 0 <= self.dropout < 1:
             raise CharrnnError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.weight_drop < 1:
+            raise CharrnnError(f"--weight-drop must be in [0, 1), got {self.weight_drop}")
         if self.sample_temperature <= 0:
             raise CharrnnError(f"--sample-temperature must be positive, got {self.sample_temperature}")
 
@@ -180,7 +183,8 @@ class Trainer:
         if config.val_frac > 0 and len(self.splits["val"]) < 2:
             raise CharrnnError("the validation split is too short to evaluate; raise --val-frac or use a longer corpus")
 
-        model_config = ModelConfig(config.model, len(self.vocab), config.hidden, config.layers, config.dropout)
+        model_config = ModelConfig(config.model, len(self.vocab), config.hidden, config.layers, config.dropout,
+                                   config.weight_drop)
         self.model = Model(model_config, params=base_params, dtype=np.float32, seed=config.seed)
         hyper = {"weight_decay": config.weight_decay} if config.optimizer == "adam" else {}
         self.optimizer = make_optimizer(config.optimizer, self.model.params, config.lr, **hyper)

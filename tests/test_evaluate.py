@@ -217,19 +217,20 @@ def test_eval_of_a_split_the_run_did_not_have(run, capsys, tmp_path):
 
 def test_info_of_a_one_layer_bytes_model(capsys, tmp_path):
     vocab = Vocab.from_text(bytes(range(0, 256, 3)), "bytes")
-    model = Model(ModelConfig("rnn", len(vocab), 5, 1), seed=0)
+    model = Model(ModelConfig("rnn", len(vocab), 5, 1, dropout=0.2, weight_drop=0.25), seed=0)
     path = save_model(tmp_path / "bytes.npz", model, vocab,
                       {"corpus": {"path": "data.bin", "n_chars": 12345}})
     code, out, _ = run_main(capsys, "info", path)
     assert code == 0
-    assert "rnn, 1 layer x 5 hidden" in out and "data.bin (12,345 bytes)" in out
+    assert "rnn, 1 layer x 5 hidden, dropout 0.2, weight drop 0.25" in out and "data.bin (12,345 bytes)" in out
 
 
 def test_info_json_keys_and_text(run):
     checkpoint, bare, corpus_path, model, vocab = run
     details = json.loads(invoke("info", checkpoint, "--json"))
     assert details["cell"] == "gru" and details["layers"] == 2 and details["hidden"] == 10
-    assert details["dropout"] == 0.1 and details["parameters"] == model.num_parameters
+    assert details["dropout"] == 0.1 and details["weight_drop"] == 0.0
+    assert details["parameters"] == model.num_parameters
     assert details["vocab_size"] == len(vocab) and details["vocab"] == vocab.printable()
     assert details["iteration"] == 300 and details["epoch"] == 2.5
     assert details["best_val_loss_nats"] == 1.2

@@ -10,8 +10,8 @@ from reference import numerical_gradient, reference_forward, relative_error
 CELLS = ["lstm", "gru", "rnn"]
 
 
-def tiny_problem(cell, carried_state, dropout=0.0, B=2, T=4, V=5, H=3, L=2, seed=0):
-    config = ModelConfig(cell=cell, vocab_size=V, hidden=H, layers=L, dropout=dropout)
+def tiny_problem(cell, carried_state, dropout=0.0, B=2, T=4, V=5, H=3, L=2, seed=0, weight_drop=0.0):
+    config = ModelConfig(cell=cell, vocab_size=V, hidden=H, layers=L, dropout=dropout, weight_drop=weight_drop)
     rng = np.random.default_rng(seed)
     # Larger than the default init so every nonlinearity works away from its linear region.
     params = {n: rng.normal(0, 0.5, size=s) for n, s in parameter_shapes(config).items()}
@@ -80,6 +80,29 @@ def test_every_gradient_entry_matches_finite_differences(cell, carried_state):
 def test_gradients_with_dropout_match_finite_differences(cell):
     model, inputs, targets, state = tiny_problem(cell, True, dropout=0.3)
     check_every_gradient(model, inputs, targets, state, dropout_seed=7)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_with_weight_drop_and_dropout_match_finite_differences(cell):
+    model, inputs, targets, state = tiny_problem(cell, True, dropout=0.3, weight_drop=0.4, H=4)
+    check_every_gradient(model, inputs, targets, state, dropout_seed=11)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_weight_drop_runs_the_window_on_masked_recurrent_weights(cell):
+    model, inputs, targets, state = tiny_problem(cell, True, weight_drop=0.5, B=3, T=6, V=7, H=20, L=2)
+    loss, final = model.forward(inputs, targets, state, train=True, dropout_rng=np.random.default_rng(4))
+    masked = dict(model.params)
+    for layer, (dropped, mask) in enumerate(model._dropped_W_h):
+        assert set(np.unique(mask)) == {0.0, 2.0}  # kept weights are scaled by 1 / (1 - p)
+        assert 0.35 < np.mean(mask == 0.0) < 0.65
+        masked[f"layer{layer}.W_h"] = model.params[f"layer{layer}.W_h"] * mask
+    ref_loss, ref_final = reference_forward(model.config, masked, inputs, targets, state)
+    assert abs(loss - ref_loss) <= 1e-10 * abs(ref_loss)
+    np.testing.assert_allclose(final, ref_final, rtol=1e-10, atol=1e-12)
+    # Evaluation uses the weights as they are.
+    plain_loss, _ = model.loss(inputs, targets, state)
+    assert plain_loss == pytest.approx(reference_forward(model.config, model.params, inputs, targets, state)[0], rel=1e-10)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -199,7 +222,7 @@ def split_into(monkeypatch, parts):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_batch_split_across_threads_computes_the_same_window(cell, monkeypatch):
-    model, inputs, targets, state = tiny_problem(cell, True, dropout=0.3, B=7, T=5)
+    model, inputs, targets, state = tiny_problem(cell, True, dropout=0.3, B=7, T=5, weight_drop=0.3)
     final_weights = np.random.default_rng(5).normal(size=state.shape)
     results = []
     for parts in (1, 3):

@@ -222,6 +222,7 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tiny_corpus, tmp_path, monkeypatch):
         (dict(batch_size=500, seq_length=100), "needs at least"),
         (dict(lr=-1.0), "--lr"),
         (dict(dropout=1.0), "--dropout"),
+        (dict(weight_drop=-0.1), "--weight-drop"),
         (dict(hidden=0), "--hidden"),
         (dict(lr_schedule="cosine", max_iters=0), "needs an end"),
         (dict(lr_schedule="cosine", min_lr=1.0), "--min-lr"),
@@ -232,6 +233,23 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tiny_corpus, tmp_path, monkeypatch):
 def test_bad_settings_are_refused(tiny_corpus, tmp_path, overrides, message):
     with pytest.raises(CharrnnError, match=message):
         Trainer(small_config(tiny_corpus, tmp_path / "run", **overrides), log=quiet)
+
+
+def test_weight_drop_trains_resumes_bit_identically_and_is_recorded(tiny_corpus, tmp_path):
+    options = dict(weight_drop=0.3, dropout=0.2)
+    straight = tmp_path / "straight"
+    run_training(small_config(tiny_corpus, straight, max_iters=20, **options), log=quiet)
+    split = tmp_path / "split"
+    run_training(small_config(tiny_corpus, split, max_iters=9, **options), log=quiet)
+    Trainer(small_config(tiny_corpus, split, max_iters=20, **options), resume_from=split, log=quiet).run()
+    arrays_a, meta_a = load_checkpoint(straight, which="latest")
+    arrays_b, _ = load_checkpoint(split, which="latest")
+    for name in arrays_a:
+        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+    assert meta_a["model"]["weight_drop"] == 0.3
+    plain = tmp_path / "plain"
+    run_training(small_config(tiny_corpus, plain, max_iters=20, dropout=0.2), log=quiet)
+    assert not np.array_equal(load_checkpoint(plain, which="latest")[0]["param/layer0.W_h"], arrays_a["param/layer0.W_h"])
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])

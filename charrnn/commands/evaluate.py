@@ -149,6 +149,7 @@ def checkpoint_info(path, which="best") -> dict:
         "layers": cfg.layers,
         "hidden": cfg.hidden,
         "dropout": cfg.dropout,
+        "weight_drop": cfg.weight_drop,
         "parameters": int(model.num_parameters),
         "vocab_size": len(vocab),
         "vocab_mode": vocab.mode,
@@ -192,7 +193,7 @@ def info(checkpoint, as_json, which):
         ("checkpoint", d["checkpoint"]),
         ("format version", d["format_version"]),
         ("model", f"{d['cell']}, {d['layers']} layer{'s' if d['layers'] != 1 else ''} x {d['hidden']} hidden, "
-                  f"dropout {d['dropout']}"),
+                  f"dropout {d['dropout']}" + (f", weight drop {d['weight_drop']}" if d["weight_drop"] else "")),
         ("parameters", f"{d['parameters']:,}"),
         ("vocabulary", f"{d['vocab_size']} symbols ({d['vocab_mode']}): {d['vocab']}"),
         ("iteration", d["iteration"]),

@@ -25,6 +25,8 @@ def option(name, help, **kwargs):
 @option("--layers", "stacked recurrent layers", type=int)
 @option("--hidden", "hidden units per layer", type=int)
 @option("--dropout", "dropout between layers and before the output (0 = off)", type=float)
+@option("--weight-drop", "DropConnect on the recurrent weights W_h, one mask per window (AWD-LSTM; 0 = off)",
+        type=float)
 @option("--seq-length", "characters per window of truncated backprop through time", type=int)
 @option("--batch-size", "parallel streams per minibatch", type=int)
 @option("--optimizer", "update rule", type=click.Choice(["adam", "rmsprop", "adagrad", "sgd"]))

@@ -24,7 +24,7 @@ import numpy as np
 from charrnn.data import BYTES, symbol_label
 from charrnn.errors import CharrnnError
 from charrnn.kernels import GRU
-from charrnn.kernels.sampling import CELL_CODES, sample_chunk, sample_units, sampling_distribution
+from charrnn.kernels.sampling import CELL_CODES, pack_unit_columns, sample_chunk, sample_units, sampling_distribution
 from charrnn.kernels.sync import ARRIVAL_STRIDE
 from charrnn.parallel import run_parts, usable_cores
 
@@ -183,9 +183,28 @@ class Sampler:
             "h_pair": np.zeros((2, L, H), dtype),
             "c": np.zeros((L, H), dtype),
             "arrays": (rows(G * H), rows(G * H), rows(H), rows(H)),
-            "logits": rows(V)[:, :V],
-            "sampling": (rows(V, np.float64)[:, :V], rows(V, np.int64)[:, :V], rows(V, np.int64)[:, :V]),
+            "logits": rows(V),
+            "sampling": (rows(V, np.float64), rows(V, np.int64), rows(V, np.int64)),
+            "packs": {},  # thread count: each layer's W_x, W_h and bias, packed per thread
         }
+
+    def _packs(self, workers):
+        """Each layer's W_x, W_h, bias with the columns of each thread's units together (one thread: as they are)."""
+        packs = self._unit_work["packs"]
+        if workers not in packs:
+            _, W_xs, W_hs, biases, _, _, _ = self._weights
+            H = self.h.shape[2]
+
+            def pack(W):
+                if workers == 1:
+                    return W.reshape(1, *W.shape)
+                packed = np.zeros((workers, W.shape[0], W.shape[1] // H * -(-H // workers)), W.dtype)
+                pack_unit_columns(packed, W, workers, H)
+                return packed
+
+            packs[workers] = (tuple(pack(W) for W in W_xs), tuple(pack(W) for W in W_hs),
+                              tuple(pack(b.reshape(1, -1))[:, 0] for b in biases))
+        return packs[workers]
 
     def set_state(self, state: np.ndarray, logits: np.ndarray) -> None:
         """Start every stream from state (2, L, 1 or B, H) with pending logits (V,) or (B, V)."""
@@ -239,13 +258,14 @@ class Sampler:
         work["arrivals"][:] = 0
         work["h_pair"][0] = self.h[:, 0]
         work["c"][...] = self.c[:, 0]
-        work["logits"][...] = self.logits[0]
-        shared = (work["arrivals"], out, uniforms, work["h_pair"], work["c"], *self._weights, *self.controls,
-                  *work["arrays"], work["logits"], *work["sampling"])
+        work["logits"][:, : self.logits.shape[1]] = self.logits[0]
+        cell, _, _, _, b_hns, out_W, out_b = self._weights
+        shared = (work["arrivals"], out, uniforms, work["h_pair"], work["c"], cell, *self._packs(workers), b_hns,
+                  out_W, out_b, *self.controls, *work["arrays"], work["logits"], *work["sampling"])
         run_parts([partial(sample_units, worker, workers, *shared) for worker in range(workers)])
         self.h[:, 0] = work["h_pair"][len(out) % 2]
         self.c[:, 0] = work["c"]
-        self.logits[0] = work["logits"][0]
+        self.logits[0] = work["logits"][0, : self.logits.shape[1]]
 
     def next_distribution(self, stream: int = 0) -> np.ndarray:
         """The distribution (V,) float64 the next character of `stream` is drawn from."""

@@ -8,7 +8,7 @@ import pytest
 
 from charrnn.jit import njit
 from charrnn.kernels.blas import gemm, gemm_tiled
-from charrnn.kernels.sampling import accumulate_unit_columns, unit_range
+from charrnn.kernels.sampling import accumulate_rows, pack_unit_columns, unit_range
 from charrnn.kernels.sync import ARRIVAL_STRIDE, arrive_and_wait
 from charrnn.kernels.recurrent import (
     gru_backward,
@@ -158,16 +158,27 @@ def test_gemm_matches_numpy_on_views(dtype, shape):
 
 # --------------------------------------------------------------------- single-stream sampling parts
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("K, H, G, first, count", [(16, 8, 4, 0, 8), (19, 10, 4, 3, 5), (7, 6, 3, 5, 1), (33, 65, 1, 0, 65)])
-def test_unit_columns_product_matches_numpy(dtype, K, H, G, first, count):
-    rng = np.random.default_rng(K + H)
-    x, W = rng.normal(size=K).astype(dtype), rng.normal(size=(K, G * H)).astype(dtype)
-    start = rng.normal(size=G * count).astype(dtype)
+@pytest.mark.parametrize("K, N, n", [(16, 32, 32), (19, 40, 33), (3, 8, 5), (33, 65, 65)])
+def test_row_product_matches_numpy(dtype, K, N, n):
+    rng = np.random.default_rng(K + N)
+    x, W = rng.normal(size=K).astype(dtype), rng.normal(size=(K, N)).astype(dtype)
+    start = rng.normal(size=n).astype(dtype)
     out = start.copy()
-    accumulate_unit_columns(out, x, W, first, count, H)
-    columns = np.concatenate([np.arange(k * H + first, k * H + first + count) for k in range(G)])
+    accumulate_rows(out, x, W)
     tol = 1e-5 if dtype == np.float32 else 1e-13
-    np.testing.assert_allclose(out, start + x @ W[:, columns], rtol=tol, atol=tol)
+    np.testing.assert_allclose(out, start + x @ W[:, :n], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("H, G, workers", [(8, 4, 2), (19, 3, 2), (10, 1, 3), (7, 4, 1)])
+def test_packed_columns_are_each_workers_units_block_by_block(H, G, workers):
+    W = np.arange(5 * G * H, dtype=np.float64).reshape(5, G * H)
+    widest = -(-H // workers)
+    packed = np.full((workers, 5, G * widest), -1.0)
+    pack_unit_columns(packed, W, workers, H)
+    for worker in range(workers):
+        first, count = unit_range(worker, workers, H)
+        columns = [k * H + first + j for k in range(G) for j in range(count)]
+        np.testing.assert_array_equal(packed[worker, :, : G * count], W[:, columns])
 
 
 def test_unit_ranges_cover_every_unit_once():

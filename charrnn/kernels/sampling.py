@@ -8,9 +8,10 @@ the next character, so consecutive calls continue exactly where the previous one
 
 One stream alone (`sample_units`) has no batch to share a matrix product, so each character is a
 chain of matrix-vector products whose weights (3 MB at 2 x 256) stream from the shared cache. There
-the hidden units of every layer are split between threads: each reads only its own columns of the
-weights, and the threads meet (charrnn.kernels.sync) once per layer, when the next layer needs all
-of h. Both compute the whole output layer and draw the same character from the same uniform.
+the hidden units of every layer are split between threads: each reads only the columns of the
+weights that feed its own units, packed into one contiguous array per thread, and the threads meet
+(charrnn.kernels.sync) once per layer, when the next layer needs all of h. All compute the whole
+output layer and draw the same character from the same uniform, so they need not meet again.
 
 Randomness is an input: uniforms (N, B) in [0, 1), one per character and stream, drawn by the
 caller. A character is chosen by inverse CDF over the candidates, in id order, or in descending
@@ -199,35 +200,21 @@ def sample_chunk(
 
 # --------------------------------------------------------------------------- one stream, split units
 @njit
-def accumulate_unit_columns(out, x, W, first, count, block):
-    """out (G*count,) += x (K,) @ W[:, columns first..first+count of each of G blocks `block` wide].
-
-    Block k of `out` receives columns k*block + first + (0..count-1). Four rows of W per pass over
-    `out`, so `out` is loaded and stored a quarter as often as the rows are read.
-    """
-    K = x.shape[0]
-    G = out.shape[0] // count
+def accumulate_rows(out, x, W):
+    """out (n,) += x (K,) @ W[:, :n]. Four rows of W per pass over `out`, so `out` is loaded and
+    stored a quarter as often as W's rows are read; each row is read front to back."""
+    K, n = x.shape[0], out.shape[0]
     r = 0
     while r + 4 <= K:
         x0, x1, x2, x3 = x[r], x[r + 1], x[r + 2], x[r + 3]
-        for k in range(G):
-            start = k * block + first
-            o = out[k * count : (k + 1) * count]
-            w0 = W[r, start : start + count]
-            w1 = W[r + 1, start : start + count]
-            w2 = W[r + 2, start : start + count]
-            w3 = W[r + 3, start : start + count]
-            for j in range(count):
-                o[j] = o[j] + x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
+        w0, w1, w2, w3 = W[r, :n], W[r + 1, :n], W[r + 2, :n], W[r + 3, :n]
+        for j in range(n):
+            out[j] = out[j] + x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
         r += 4
     while r < K:
-        xr = x[r]
-        for k in range(G):
-            start = k * block + first
-            o = out[k * count : (k + 1) * count]
-            w = W[r, start : start + count]
-            for j in range(count):
-                o[j] = o[j] + xr * w[j]
+        xr, w = x[r], W[r, :n]
+        for j in range(n):
+            out[j] = out[j] + xr * w[j]
         r += 1
 
 
@@ -239,28 +226,46 @@ def unit_range(worker, workers, H):
 
 
 @njit
+def pack_unit_columns(packed, W, workers, H):
+    """packed[w, :, :G*count_w] = the columns of W (K, G*H) that feed worker w's units, gate block
+    after gate block, so each thread streams one contiguous array instead of G strided pieces."""
+    K, GH = W.shape
+    G = GH // H
+    for worker in range(workers):
+        first, count = unit_range(worker, workers, H)
+        for r in range(K):
+            for k in range(G):
+                for j in range(count):
+                    packed[worker, r, k * count + j] = W[r, k * H + first + j]
+
+
+@njit
 def sample_units(
-    worker, workers, arrivals, out_ids, uniforms, h_pair, c, cell, W_xs, W_hs, biases, b_hns, out_W, out_b,
-    temperature, top_k, top_p, greedy, pre, rec, c_part, aux, logits, weights, order, scratch,
+    worker, workers, arrivals, out_ids, uniforms, h_pair, c, cell, W_x_packs, W_h_packs, bias_packs, b_hns,
+    out_W, out_b, temperature, top_k, top_p, greedy, pre, rec, c_part, aux, logits, weights, order, scratch,
 ):
     """One of `workers` threads sampling one stream's next N characters into out_ids (N, 1).
 
-    The thread owns hidden units `unit_range(worker, workers, H)` of every layer. Shared: h_pair
-    (2, L, H), where step n reads h_pair[n % 2] and writes h_pair[(n + 1) % 2], so no thread
-    overwrites an h another may still be reading; c (L, H), of which each thread updates its own
-    units; arrivals (workers * ARRIVAL_STRIDE,) int64, zero on entry. The other arrays have a row
-    per thread: pre, rec (>= G*count), c_part, aux (>= count), logits (V,) holding the pending
-    prediction on entry and the next one on return, weights (V,) float64, order, scratch (V,) int64.
+    The thread owns hidden units `unit_range(worker, workers, H)` of every layer, and reads only
+    their weights: W_x_packs[l][worker], W_h_packs[l][worker] and bias_packs[l][worker], laid out by
+    pack_unit_columns (the packs have a leading axis of `workers`). Shared: h_pair (2, L, H), where
+    step n reads h_pair[n % 2] and writes h_pair[(n + 1) % 2], so no thread overwrites an h another
+    may still be reading; c (L, H), of which each thread updates its own units; arrivals
+    (workers * ARRIVAL_STRIDE,) int64, zero on entry. The other arrays have a row per thread:
+    pre, rec (>= G*count), c_part, aux (>= count), logits (V,) holding the pending prediction on
+    entry and the next one on return, weights (V,) float64, order, scratch (V,) int64.
     Only worker 0 writes out_ids. With workers == 1 this is a plain single-threaded loop.
     """
     L, H = c.shape
     V = out_b.shape[0]
-    G = W_hs[0].shape[1] // H
+    widest = (H + workers - 1) // workers  # the packs' last axis holds G blocks this wide
+    G = W_h_packs[0].shape[2] // widest
     first, count = unit_range(worker, workers, H)
     last = first + count
-    my_pre, my_rec = pre[worker, : G * count], rec[worker, : G * count]
-    my_c, my_aux, my_logits = c_part[worker, :count], aux[worker, :count], logits[worker]
-    my_weights, my_order, my_scratch = weights[worker], order[worker], scratch[worker]
+    width = G * count
+    my_pre, my_rec = pre[worker, :width], rec[worker, :width]
+    my_c, my_aux, my_logits = c_part[worker, :count], aux[worker, :count], logits[worker, :V]
+    my_weights, my_order, my_scratch = weights[worker, :V], order[worker, :V], scratch[worker, :V]
     meetings = 0
     for step in range(out_ids.shape[0]):
         if greedy:
@@ -271,21 +276,17 @@ def sample_units(
             out_ids[step, 0] = choice
         h_old, h_new = h_pair[step % 2], h_pair[(step + 1) % 2]
         for layer in range(L):
-            W_x, bias = W_xs[layer], biases[layer]
-            for k in range(G):
-                start = k * H + first
-                dst, b = my_pre[k * count : (k + 1) * count], bias[start : start + count]
-                if layer == 0:
-                    row = W_x[choice, start : start + count]
-                    for j in range(count):
-                        dst[j] = row[j] + b[j]
-                else:
-                    for j in range(count):
-                        dst[j] = b[j]
-            if layer > 0:
-                accumulate_unit_columns(my_pre, h_new[layer - 1], W_x, first, count, H)
+            W_x, bias = W_x_packs[layer][worker], bias_packs[layer][worker]
+            if layer == 0:
+                row = W_x[choice]
+                for j in range(width):
+                    my_pre[j] = row[j] + bias[j]
+            else:
+                for j in range(width):
+                    my_pre[j] = bias[j]
+                accumulate_rows(my_pre, h_new[layer - 1], W_x)
             my_rec[:] = 0.0
-            accumulate_unit_columns(my_rec, h_old[layer], W_hs[layer], first, count, H)
+            accumulate_rows(my_rec, h_old[layer], W_h_packs[layer][worker])
             own_h = h_new[layer, first:last]
             if cell == LSTM_CODE:
                 own_c = c[layer, first:last]
@@ -302,4 +303,4 @@ def sample_units(
                 arrive_and_wait(arrivals, worker, workers, meetings)
         for v in range(V):
             my_logits[v] = out_b[v]
-        accumulate_unit_columns(my_logits, h_new[L - 1], out_W, 0, V, V)
+        accumulate_rows(my_logits, h_new[L - 1], out_W)

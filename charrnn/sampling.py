@@ -29,14 +29,17 @@ from charrnn.kernels.sync import ARRIVAL_STRIDE
 from charrnn.parallel import run_parts, usable_cores
 
 PRIME_WINDOW = 512  # the prime is read in windows so a long prime file does not need T-sized work arrays
-# A single stream splits its hidden units between threads from this size up; below it the weights
-# fit one core's cache and meeting once per layer costs more than the second core saves.
-SPLIT_UNITS_MIN_HIDDEN = 256
+# A single stream splits its hidden units between threads from this size up. On an idle 2-core
+# machine two threads sampled a 2-layer LSTM 1.6x (H=128), 1.4x (256) and 2.0x (512) faster than one.
+SPLIT_UNITS_MIN_HIDDEN = 128
 # Threads that wait for each other at every layer lose badly when another job holds a core, so with
-# the default thread count a sampler times its calls on one thread and on several, keeps the faster,
-# and times the other again every PROBE_EVERY calls. The text does not depend on the thread count.
+# the default thread count samplers time their calls on one thread and on several, use the faster,
+# and time the other again every PROBE_EVERY calls. What they learn is shared by every sampler of
+# the same shape in the process (machine load is the process's, not one sampler's); the first call
+# of a shape may include compiling and is not timed. The text does not depend on the thread count.
 PROBE_EVERY = 8
 PROBE_MIN_STEPS = 32  # shorter calls are timed, but do not count
+_thread_timings = {}  # (cell, L, H, dtype): {"calls": n, "rates": {threads: characters per second}}
 
 
 def check_controls(temperature: float, top_k: int, top_p: float) -> None:
@@ -169,8 +172,7 @@ class Sampler:
             self.workers = min(H, threads or (min(2, usable_cores()) if H >= SPLIT_UNITS_MIN_HIDDEN else 1))
             self._unit_work = self._unit_work_arrays(L, H, cfg.gate_width // H, V, dtype)
         self._adaptive = threads is None and self.workers > 1
-        self._rates = {}  # threads: characters per second of the last timed call
-        self._calls = 0
+        self._timings = _thread_timings.setdefault((cfg.cell, L, H, np.dtype(dtype).name), {"calls": 0, "rates": {}})
 
     def _unit_work_arrays(self, L, H, G, V, dtype):
         workers = self.workers
@@ -239,19 +241,20 @@ class Sampler:
     def _threads_for_next_call(self):
         if not self._adaptive:
             return self.workers
-        self._calls += 1
+        self._timings["calls"] += 1
+        rates = self._timings["rates"]
         for candidate in (self.workers, 1):
-            if candidate not in self._rates:
+            if candidate not in rates:
                 return candidate
-        faster, slower = sorted(self._rates, key=self._rates.get, reverse=True)
-        return slower if self._calls % PROBE_EVERY == 0 else faster
+        faster, slower = sorted(rates, key=rates.get, reverse=True)
+        return slower if self._timings["calls"] % PROBE_EVERY == 0 else faster
 
     def _sample_units(self, out, uniforms):
         workers = self._threads_for_next_call()
         started = time.perf_counter()
         self._run_units(workers, out, uniforms)
-        if len(out) >= PROBE_MIN_STEPS and self._calls > 1:  # the first call may include compiling
-            self._rates[workers] = len(out) / max(time.perf_counter() - started, 1e-9)
+        if self._adaptive and len(out) >= PROBE_MIN_STEPS and self._timings["calls"] > 1:
+            self._timings["rates"][workers] = len(out) / max(time.perf_counter() - started, 1e-9)
 
     def _run_units(self, workers, out, uniforms):
         work = self._unit_work

@@ -173,6 +173,7 @@ def test_default_threads_follow_the_faster_count_and_keep_the_text(lstm, monkeyp
     model, vocab = lstm
     monkeypatch.setattr(sampling, "SPLIT_UNITS_MIN_HIDDEN", 1)
     monkeypatch.setattr(sampling, "usable_cores", lambda: 2)
+    monkeypatch.setattr(sampling, "_thread_timings", {})
     uniforms = np.random.default_rng(8).random((40 * 12, 1))
     adaptive = sampler_after(model, vocab, "the ")
     assert adaptive.workers == 2 and adaptive._adaptive
@@ -192,6 +193,12 @@ def test_default_threads_follow_the_faster_count_and_keep_the_text(lstm, monkeyp
     assert chosen[:3] == [2, 2, 1] and chosen[3:] == [1, 1, 1, 1, 2, 1, 1, 1, 1]
     fixed = sampler_after(model, vocab, "the ", threads=1).sample(480, uniforms)
     assert np.array_equal(np.concatenate(pieces), fixed)
+    # A new sampler of the same shape starts from what the first one learned.
+    later = sampler_after(model, vocab, "the ")
+    monkeypatch.setattr(later, "_run_units", recording)
+    chosen.clear()
+    later.sample(40, uniforms[:40])
+    assert chosen == [1]
 
 
 def test_batched_streams_equal_single_stream_runs(lstm):

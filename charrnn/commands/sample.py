@@ -67,7 +67,7 @@ def _output_stream(output):
 @click.option("--output", "-o", default=None, type=click.Path(dir_okay=False), help="write to this file instead of stdout")
 @click.option("--drop-unknown", is_flag=True, help="drop prime characters the model never saw instead of failing")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
-              help="threads sharing one sample's work [default: 2 from 256 hidden units up, if there are 2 cores]")
+              help="threads sharing one sample's work [default: 1 or 2, whichever runs faster here, from 128 hidden units up]")
 @click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]),
               help="for a run directory: its best (lowest validation loss) or latest checkpoint")
 def sample(checkpoint, temperature, argmax, length, prime, prime_file, seed, top_k, top_p, num_samples,

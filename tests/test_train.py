@@ -61,6 +61,20 @@ def test_training_lowers_the_loss_and_repeats_to_the_bit(tiny_corpus, tmp_path):
     assert meta_a["history"][-1]["val_loss"] < np.log(meta_a["model"]["vocab_size"])
 
 
+def assert_resume_is_exact(corpus, tmp_path, total, first, **options):
+    """`total` iterations straight, and `first` then a resume to `total`, end with equal checkpoints;
+    returns the straight run's directory, checkpoint arrays and metadata."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_training(small_config(corpus, straight, max_iters=total, **options), log=quiet)
+    run_training(small_config(corpus, split, max_iters=first, **options), log=quiet)
+    Trainer(small_config(corpus, split, max_iters=total, **options), resume_from=split, log=quiet).run()
+    arrays_a, meta_a = load_checkpoint(straight, which="latest")
+    arrays_b, _ = load_checkpoint(split, which="latest")
+    for name in arrays_a:
+        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+    return straight, arrays_a, meta_a
+
+
 def test_resume_continues_bit_identically(tiny_corpus, tmp_path):
     straight = tmp_path / "straight"
     run_training(small_config(tiny_corpus, straight, max_iters=30), log=quiet)
@@ -98,15 +112,7 @@ def test_cosine_schedule_warms_up_then_falls_to_min_lr():
 
 def test_cosine_run_logs_its_rates_and_resumes_bit_identically(tiny_corpus, tmp_path):
     schedule = dict(lr_schedule="cosine", lr=5e-3, min_lr=5e-4, warmup_iters=3, lr_decay_iters=24)
-    straight = tmp_path / "straight"
-    run_training(small_config(tiny_corpus, straight, max_iters=24, **schedule), log=quiet)
-    split = tmp_path / "split"
-    run_training(small_config(tiny_corpus, split, max_iters=11, **schedule), log=quiet)
-    Trainer(small_config(tiny_corpus, split, max_iters=24, **schedule), resume_from=split, log=quiet).run()
-    arrays_a, _ = load_checkpoint(straight, which="latest")
-    arrays_b, _ = load_checkpoint(split, which="latest")
-    for name in arrays_a:
-        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+    straight, _, _ = assert_resume_is_exact(tiny_corpus, tmp_path, 24, 11, **schedule)
     records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
     logged = [r["lr"] for r in records if not r.get("eval")]
     config = small_config(tiny_corpus, straight, max_iters=24, **schedule)
@@ -236,16 +242,7 @@ def test_bad_settings_are_refused(tiny_corpus, tmp_path, overrides, message):
 
 
 def test_weight_drop_trains_resumes_bit_identically_and_is_recorded(tiny_corpus, tmp_path):
-    options = dict(weight_drop=0.3, dropout=0.2)
-    straight = tmp_path / "straight"
-    run_training(small_config(tiny_corpus, straight, max_iters=20, **options), log=quiet)
-    split = tmp_path / "split"
-    run_training(small_config(tiny_corpus, split, max_iters=9, **options), log=quiet)
-    Trainer(small_config(tiny_corpus, split, max_iters=20, **options), resume_from=split, log=quiet).run()
-    arrays_a, meta_a = load_checkpoint(straight, which="latest")
-    arrays_b, _ = load_checkpoint(split, which="latest")
-    for name in arrays_a:
-        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+    _, arrays_a, meta_a = assert_resume_is_exact(tiny_corpus, tmp_path, 20, 9, weight_drop=0.3, dropout=0.2)
     assert meta_a["model"]["weight_drop"] == 0.3
     plain = tmp_path / "plain"
     run_training(small_config(tiny_corpus, plain, max_iters=20, dropout=0.2), log=quiet)

@@ -130,7 +130,10 @@ def initial_prediction(model, prime_ids, start_probs=None) -> tuple[np.ndarray, 
 class Sampler:
     """B streams of one model that sample together in the compiled loop.
 
-    The state and the pending prediction live here: `sample` continues where it stopped.
+    The state and the pending prediction live here: `sample` continues where it stopped. One stream
+    runs the unit-split loop on `threads` threads (default: timed, see PROBE_EVERY); with more than
+    one it reads a packed copy of the weights made at its first call, so a sampler sees the weights
+    as they were then (make a new one after training further).
     """
 
     def __init__(self, model, streams: int, temperature=1.0, top_k=0, top_p=1.0, argmax=False, threads=None):

@@ -175,7 +175,8 @@ class Sampler:
             self.workers = min(H, threads or (min(2, usable_cores()) if H >= SPLIT_UNITS_MIN_HIDDEN else 1))
             self._unit_work = self._unit_work_arrays(L, H, cfg.gate_width // H, V, dtype)
         self._adaptive = threads is None and self.workers > 1
-        self._timings = _thread_timings.setdefault((cfg.cell, L, H, np.dtype(dtype).name), {"calls": 0, "rates": {}})
+        if self._adaptive:
+            self._timings = _thread_timings.setdefault((cfg.cell, L, H, np.dtype(dtype).name), {"calls": 0, "rates": {}})
 
     def _unit_work_arrays(self, L, H, G, V, dtype):
         workers = self.workers

@@ -156,6 +156,7 @@ class Trainer:
                 f"{self.out} already holds checkpoints; continue it with --resume {self.out} or pick a new --out"
             )
 
+        resumed = self._read_resume_point(resume_from) if resume_from is not None else None
         corpus = load_corpus(config.corpus, config.encoding)
         self.vocab, ids, base_params = corpus.vocab, corpus.ids, None
         if config.init_from:
@@ -165,7 +166,7 @@ class Trainer:
                 self._check_base(base_model.config)
                 base_params = {name: value.copy() for name, value in base_model.params.items()}
             else:
-                _, self.vocab, _ = load_model(resume_from, which="latest")
+                self.vocab = resumed["vocab"]
             ids = ids_in_vocab(corpus, self.vocab, "the --init-from model")
         self.corpus_meta = {
             "path": str(Path(config.corpus).resolve()),
@@ -200,7 +201,7 @@ class Trainer:
         self.lr_scale = 1.0  # halved at each divergence; the cosine schedule is multiplied by it
         self._rollbacks = 0
         if resume_from is not None:
-            self._restore(resume_from)
+            self._restore(**resumed)
         self._snapshot = None
         # Last, so a run refused for its corpus, options or checkpoint leaves no empty directory behind.
         self._prepare_out_dir()
@@ -249,13 +250,18 @@ class Trainer:
         except OSError as error:
             raise CharrnnError(f"cannot write to the output directory {self.out} ({error.strerror}); choose another --out") from None
 
-    def _restore(self, run_dir):
+    def _read_resume_point(self, run_dir):
+        """The run directory's latest checkpoint, read once: its path, arrays, metadata, model, vocabulary."""
         path = resolve_checkpoint(run_dir, which="latest")
         missing = stale_pointer(run_dir, "latest")
         if missing:
             self.log(f"warning: {Path(run_dir) / POINTER_FILES['latest']} names {missing}, which is gone; "
                      f"resuming from {path.name}, the newest checkpoint left")
         arrays, meta = load_checkpoint(path)
+        model, vocab = model_from_checkpoint(arrays, meta, source=path)
+        return {"path": path, "arrays": arrays, "meta": meta, "model": model, "vocab": vocab}
+
+    def _restore(self, path, arrays, meta, model, vocab):
         saved = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
         for name in TrainConfig.FIXED_ON_RESUME:
             if name in saved and saved[name] != getattr(self.config, name):
@@ -271,7 +277,6 @@ class Trainer:
                 f"the checkpoint was trained on another corpus ({corpus_meta.get('path')}); "
                 "resume with that file or start a new run"
             )
-        model, vocab = model_from_checkpoint(arrays, meta, source=path)
         if vocab != self.vocab or model.config != self.model.config:
             raise CharrnnError("the checkpoint's model or vocabulary does not match this corpus and these options; start a new run")
         self.model = model

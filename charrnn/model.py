@@ -43,7 +43,7 @@ from charrnn.kernels.recurrent import (
     rnn_backward,
     rnn_forward,
 )
-from charrnn.parallel import part_count, run_parts, small_gemm_budget, split_rows
+from charrnn.parallel import part_count, pin_blas, run_parts, small_gemm_budget, split_rows
 
 INIT_RANGE = 0.08  # char-rnn's uniform initialisation
 FORGET_BIAS = 1.0  # char-rnn starts LSTMs remembering
@@ -163,6 +163,7 @@ class _Window:
 
 class Model:
     def __init__(self, config, params=None, dtype=np.float32, seed=0):
+        pin_blas()  # before any product, so every product of this process sums in one order
         self.config = config
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):

@@ -7,10 +7,17 @@ wait, which can make a training step several times slower. Splitting the streams
 parts that run concurrently (Numba kernels release the GIL) keeps every core busy with whole
 single-threaded products instead.
 
+Same input, same bits: a product's summation order depends on how many threads the BLAS splits it
+between, so that number must never depend on timing. OpenBLAS's pthreads builds keep one thread
+count for the whole process (`openblas_set_num_threads_local` changes it for every thread, not the
+calling one), so setting it per part raced: a part could run some products on one thread and some
+on two, and the same checkpoint evaluated to losses that differed in the tenth digit. So the first
+use pins the BLAS to one thread for good and reads the thread budget it had before; charrnn's own
+threads are the only parallelism.
+
 Numba's BLAS calls (np.dot, charrnn.kernels.blas) go to the library scipy.linalg.cython_blas links
-to. OpenBLAS (0.3.27 and later) has a per-thread thread count, `openblas_set_num_threads_local`,
-which is what each part uses; the library is found among the mapped files of this process (Linux).
-Without it (another BLAS, another OS) the batch is not split and runs as one part, as before.
+to, found among the mapped files of this process (Linux). Without it (another BLAS, another OS)
+its thread count cannot be pinned, so the batch is not split and runs as one part, as before.
 """
 
 import ctypes
@@ -24,13 +31,13 @@ SMALL_MATRIX_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 SMALL_MATRIX_MNK = 100**3
 
 _lock = threading.Lock()
-_controls = None  # (set_local, get, core name) once looked up; False when unavailable
+_controls = None  # (thread budget, core name) once looked up and pinned; False when unavailable
 _pool = None
 _pool_size = 0
 
 
 def _find_openblas():
-    """(set_num_threads_local, get_num_threads, core name) of the OpenBLAS Numba uses, or None."""
+    """(set_num_threads, get_num_threads, core name) of the OpenBLAS Numba uses, or None."""
     try:
         import scipy.linalg.cython_blas as cython_blas
 
@@ -47,27 +54,34 @@ def _find_openblas():
             continue
         try:
             library = ctypes.CDLL(path)
-            set_local = library.openblas_set_num_threads_local
-        except (OSError, AttributeError):
+        except OSError:
             continue
-        get = None
-        for name in ("openblas_get_num_threads", "scipy_openblas_get_num_threads"):
-            get = getattr(library, name, None)
-            if get is not None:
-                break
-        if get is None:
+        functions = {}
+        for role, names in (("set", ("openblas_set_num_threads", "scipy_openblas_set_num_threads")),
+                            ("get", ("openblas_get_num_threads", "scipy_openblas_get_num_threads")),
+                            ("core", ("openblas_get_corename", "scipy_openblas_get_corename"))):
+            functions[role] = next((getattr(library, n) for n in names if hasattr(library, n)), None)
+        if functions["set"] is None or functions["get"] is None:
             continue
-        set_local.argtypes, set_local.restype = [ctypes.c_int], ctypes.c_int
-        get.argtypes, get.restype = [], ctypes.c_int
+        functions["set"].argtypes, functions["set"].restype = [ctypes.c_int], None
+        functions["get"].argtypes, functions["get"].restype = [], ctypes.c_int
         core = ""
-        for name in ("openblas_get_corename", "scipy_openblas_get_corename"):
-            corename = getattr(library, name, None)
-            if corename is not None:
-                corename.argtypes, corename.restype = [], ctypes.c_char_p
-                core = (corename() or b"").decode("ascii", "replace").strip().lower()
-                break
-        return set_local, get, core
+        if functions["core"] is not None:
+            functions["core"].argtypes, functions["core"].restype = [], ctypes.c_char_p
+            core = (functions["core"]() or b"").decode("ascii", "replace").strip().lower()
+        return functions["set"], functions["get"], core
     return None
+
+
+def _pinned_blas():
+    """Looks the BLAS up, reads its thread budget and pins it to one thread: (budget, core name)."""
+    found = _find_openblas()
+    if found is None:
+        return None
+    set_threads, get_threads, core = found
+    budget = max(1, min(get_threads(), usable_cores()))
+    set_threads(1)
+    return budget, core
 
 
 def _blas_controls():
@@ -75,14 +89,20 @@ def _blas_controls():
     if _controls is None:
         with _lock:
             if _controls is None:
-                _controls = _find_openblas() or False
+                _controls = _pinned_blas() or False
     return _controls
 
 
+def pin_blas():
+    """Pins the BLAS to one thread (once per process); every model does this when it is made."""
+    _blas_controls()
+
+
 def thread_budget():
-    """Threads this thread's BLAS calls may use (OPENBLAS_NUM_THREADS etc.); 1 if not controllable."""
+    """Threads charrnn may run at once: the BLAS's own count before pinning (so OPENBLAS_NUM_THREADS
+    and the like still limit it), at most the usable cores; 1 when the BLAS cannot be pinned."""
     controls = _blas_controls()
-    return max(1, controls[1]()) if controls else 1
+    return controls[0] if controls else 1
 
 
 def small_gemm_budget():
@@ -92,7 +112,7 @@ def small_gemm_budget():
     elsewhere the same blocks go through the packed path and run 5-10% slower than one call.
     """
     controls = _blas_controls()
-    return SMALL_MATRIX_MNK if controls and controls[2] in SMALL_MATRIX_CORES else 0
+    return SMALL_MATRIX_MNK if controls and controls[1] in SMALL_MATRIX_CORES else 0
 
 
 def usable_cores():
@@ -112,12 +132,6 @@ def split_rows(batch, parts):
     """`parts` contiguous, nearly equal slices of range(batch)."""
     bounds = [batch * k // parts for k in range(parts + 1)]
     return [slice(bounds[k], bounds[k + 1]) for k in range(parts)]
-
-
-def _set_local_threads(count):
-    controls = _blas_controls()
-    if controls:
-        controls[0](count)
 
 
 def _forget_pool():
@@ -141,26 +155,20 @@ def _executor(workers):
         return _pool
 
 
-def _in_worker(task, blas_threads):
-    _set_local_threads(blas_threads)
-    return task()
-
-
 def run_parts(tasks):
     """Runs the callables concurrently, the first on this thread; returns their results in order.
 
-    Each gets an equal share of the BLAS thread budget. Every task has finished when this returns,
-    also when one raised (the first exception is re-raised), since they share the caller's arrays.
+    The BLAS is pinned to one thread first, so each task's products are single-threaded. Every
+    task has finished when this returns, also when one raised (the first exception is re-raised),
+    since they share the caller's arrays.
     """
+    pin_blas()
     if len(tasks) == 1:
         return [tasks[0]()]
-    blas_threads = max(1, thread_budget() // len(tasks))
-    futures = [_executor(len(tasks) - 1).submit(_in_worker, task, blas_threads) for task in tasks[1:]]
-    _set_local_threads(blas_threads)
+    futures = [_executor(len(tasks) - 1).submit(task) for task in tasks[1:]]
     try:
         first = tasks[0]()
     finally:
-        _set_local_threads(0)  # 0 hands this thread back to the process-wide setting
         for future in futures:
             future.exception()  # waits
     return [first] + [future.result() for future in futures]

@@ -257,3 +257,25 @@ def test_split_gradients_accumulate_into_the_callers_arrays(monkeypatch):
     model.loss_and_grads(inputs, targets, state, twice)
     for name in once:
         np.testing.assert_allclose(twice[name], 2 * once[name], rtol=1e-12, atol=1e-15)
+
+
+def test_a_split_window_gives_the_same_bits_every_time(monkeypatch):
+    """Two slices on two threads, float32, repeated: no product may change its summation order with
+    thread timing (the BLAS's thread count was once set per slice, which raced)."""
+    split_into(monkeypatch, 2)
+    config = ModelConfig("lstm", vocab_size=11, hidden=64, layers=2)
+    model = Model(config, seed=1)
+    rng = np.random.default_rng(2)
+    inputs, targets = rng.integers(0, 11, size=(2, 40, 30))
+    state = model.initial_state(40)
+    first = None
+    for _ in range(12):
+        grads = model.zeros_like_params()
+        loss, final = model.loss_and_grads(inputs, targets, state, grads)
+        result = (loss, final, model.last_logits.copy(), grads)
+        if first is None:
+            first = result
+            continue
+        assert result[0] == first[0]
+        assert np.array_equal(result[1], first[1]) and np.array_equal(result[2], first[2])
+        assert all(np.array_equal(result[3][name], first[3][name]) for name in grads)

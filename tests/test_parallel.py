@@ -65,3 +65,13 @@ def test_run_parts_waits_for_every_task_before_raising():
 def test_blas_facts_are_sane():
     assert parallel.thread_budget() >= 1
     assert parallel.small_gemm_budget() in (0, parallel.SMALL_MATRIX_MNK)
+
+
+def test_the_blas_is_pinned_to_one_thread_once_a_model_exists():
+    from charrnn.model import Model, ModelConfig
+
+    Model(ModelConfig("rnn", 3, 2, 1))
+    found = parallel._find_openblas()
+    if found is None:
+        pytest.skip("the BLAS Numba uses is not an OpenBLAS this process can find")
+    assert found[1]() == 1

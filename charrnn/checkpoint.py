@@ -69,7 +69,7 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> Path:
             _write_member(archive, META_KEY, np.frombuffer(meta_bytes, dtype=np.uint8))
 
     try:
-        _atomic_write(path, write)
+        atomic_write(path, write)
     except OSError as error:
         raise CharrnnError(f"cannot write checkpoint {path}: {error}; "
                            "check that the directory is writable and the disk is not full") from error
@@ -100,7 +100,7 @@ def _escape(name: str) -> str:
     return quote(name, safe="")
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write via a temp file in the same directory so `path` is always either old or new, never half."""
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
@@ -359,7 +359,7 @@ def update_pointers(run_dir, ckpt_path, val_loss: float | None, is_best: bool) -
     targets = ["latest", "best"] if is_best else ["latest"]
     try:
         for which in targets:
-            _atomic_write(run_dir / POINTER_FILES[which], lambda file: file.write(text))
+            atomic_write(run_dir / POINTER_FILES[which], lambda file: file.write(text))
     except OSError as error:
         raise CharrnnError(f"cannot update checkpoint pointers in {run_dir}: {error}; "
                            "check that the directory is writable and the disk is not full") from error

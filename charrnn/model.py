@@ -43,8 +43,11 @@ from charrnn.kernels.recurrent import (
     rnn_backward,
     rnn_forward,
 )
-from charrnn.parallel import part_count, pin_blas, run_parts, small_gemm_budget, split_rows
+from charrnn.kernels.sync import ARRIVAL_STRIDE
+from charrnn.parallel import pin_blas, run_parts, small_gemm_budget, split_rows, thread_budget
+from charrnn.plan import Plan, unit_permutation, unit_ranges
 
+_NO_ARRIVALS = np.zeros(ARRIVAL_STRIDE, np.int64)  # a lone thread meets nobody
 INIT_RANGE = 0.08  # char-rnn's uniform initialisation
 FORGET_BIAS = 1.0  # char-rnn starts LSTMs remembering
 # Layer 0's W_x is a table of per-character rows (an embedding folded into the gates), drawn like
@@ -154,15 +157,52 @@ class _Workspace:
 
 
 class _Window:
-    """The slices of streams (rows of the batch) that run concurrently, with their work arrays."""
+    """The work arrays of one window shape under one plan.
 
-    def __init__(self, config, batch, steps, dtype, parts):
-        self.rows = split_rows(batch, parts)
-        self.parts = [_Workspace(config, rows.stop - rows.start, steps, dtype) for rows in self.rows]
+    batch split: a workspace per slice of streams (`rows`), each slice on its own thread.
+    units split: one workspace for all streams, its gate axis grouped by thread (`perm`), and the
+    grouped copies of the gate-side weights and their gradients (one per layer).
+    """
+
+    def __init__(self, config, batch, steps, dtype, plan):
+        parts = plan.parts(batch, config.hidden)
+        self.split = plan.split if parts > 1 else "batch"
+        if self.split == "batch":
+            self.rows = split_rows(batch, parts)
+            self.parts = [_Workspace(config, rows.stop - rows.start, steps, dtype) for rows in self.rows]
+            return
+        H, G, L = config.hidden, GATE_BLOCKS[config.cell], config.layers
+        self.rows = [slice(0, batch)]
+        self.parts = [_Workspace(config, batch, steps, dtype)]
+        self.units = unit_ranges(H, parts)
+        self.perm = unit_permutation(H, G, parts)
+        self.arrivals = np.zeros(parts * ARRIVAL_STRIDE, np.int64)
+        self.output_rows = split_rows(batch * steps, parts)
+        shapes = parameter_shapes(config)
+        self.grads = [{k: np.zeros(shapes[f"layer{layer}.{k}"], dtype) for k in ("W_x", "W_h", "b")}
+                      for layer in range(L)]
+        self.weights = None  # per forward: the grouped weights it used, for its backward
+
+    def grouped_weights(self, params, recurrent):
+        """Per layer: W_x and b with the gate axis grouped, and each thread's columns of W_h (for
+        the forward) and rows of W_h transposed (for the backward) as contiguous copies."""
+        layers = []
+        for layer, W_h in enumerate(recurrent):
+            W_x = params[f"layer{layer}.W_x"][:, self.perm]
+            W_h = W_h[:, self.perm]
+            G = len(self.perm) // W_h.shape[0]
+            layers.append({
+                "W_x": W_x,
+                "W_x_columns": [np.ascontiguousarray(W_x[:, G * f : G * (f + n)]) for f, n in self.units],
+                "b": params[f"layer{layer}.b"][self.perm],
+                "W_h_columns": [np.ascontiguousarray(W_h[:, G * f : G * (f + n)]) for f, n in self.units],
+                "W_h_T_rows": [np.ascontiguousarray(W_h[f : f + n].T) for f, n in self.units],
+            })
+        return layers
 
 
 class Model:
-    def __init__(self, config, params=None, dtype=np.float32, seed=0):
+    def __init__(self, config, params=None, dtype=np.float32, seed=0, plan=None):
         pin_blas()  # before any product, so every product of this process sums in one order
         self.config = config
         self.dtype = np.dtype(dtype)
@@ -171,6 +211,9 @@ class Model:
         if params is None:
             params = init_params(config, seed, self.dtype)
         self.params = self._checked_params(params)
+        # How windows are cut between threads (charrnn.plan); the default splits streams between
+        # as many threads as the budget allows. A trainer sets the plan chosen for its shape.
+        self.plan = plan if plan is not None else Plan("batch", thread_budget())
         self._windows = {}
         self._last = None
         self._dropped_W_h = None  # per layer: W_h * mask / keep, and the scaled mask, when weight drop is on
@@ -228,12 +271,15 @@ class Model:
         recurrent = self._recurrent_weights(dropout_rng if use_weight_drop else None)
         want_grad = train and targets is not None
         scale = 1.0 / (B * T)
-        tasks = [
-            partial(self._forward_part, ws, inputs[rows], None if targets is None else targets[rows],
-                    state[:, :, rows], use_dropout, want_grad, scale, recurrent)
-            for ws, rows in zip(window.parts, window.rows)
-        ]
-        totals = run_parts(tasks)
+        if window.split == "batch":
+            tasks = [
+                partial(self._forward_part, ws, inputs[rows], None if targets is None else targets[rows],
+                        state[:, :, rows], use_dropout, want_grad, scale, recurrent)
+                for ws, rows in zip(window.parts, window.rows)
+            ]
+            totals = run_parts(tasks)
+        else:
+            totals = self._forward_units(window, inputs, targets, state, use_dropout, want_grad, scale, recurrent)
 
         final_state = np.empty_like(state)
         for ws, rows in zip(window.parts, window.rows):
@@ -283,6 +329,7 @@ class Model:
         cfg, p = self.config, self.params
         B, T = inputs.shape
         layer_input = None
+        whole = (0, cfg.hidden, 0, 1, _NO_ARRIVALS)
         for layer in range(cfg.layers):
             gates = ws.gates[layer]
             W_x, bias = p[f"layer{layer}.W_x"], p[f"layer{layer}.b"]
@@ -292,18 +339,60 @@ class Model:
                 rows = gates.reshape(T * B, cfg.gate_width)
                 matmul(rows, layer_input.reshape(T * B, cfg.hidden), W_x)
                 add_bias(rows, bias)
-            self._cell_forward(layer, ws, state, recurrent[layer])
+            self._cell_forward(layer, ws, state, recurrent[layer], whole)
             layer_input = ws.h_seq[layer]
             if use_dropout:
                 np.multiply(layer_input, ws.masks[layer], out=ws.dropped[layer])
                 layer_input = ws.dropped[layer]
+        if targets is not None:
+            ws.targets.reshape(T, B)[...] = targets.T
+        return self._output_rows(ws, slice(0, T * B), layer_input, targets is not None, want_grad, scale)
 
-        matmul(ws.logits, layer_input.reshape(T * B, cfg.hidden), p["out.W"])
-        add_bias(ws.logits, p["out.b"])
-        if targets is None:
+    def _output_rows(self, ws, rows, top, with_targets, want_grad, scale):
+        """Logits (and loss, and d loss / d logits) of time-major rows `rows` of the window."""
+        cfg, p = self.config, self.params
+        logits = ws.logits[rows]
+        matmul(logits, top.reshape(-1, cfg.hidden)[rows], p["out.W"])
+        add_bias(logits, p["out.b"])
+        if not with_targets:
             return 0.0
-        ws.targets.reshape(T, B)[...] = targets.T
-        return softmax_cross_entropy(ws.dlogits if want_grad else ws.no_grad, ws.logits, ws.targets, scale)
+        return softmax_cross_entropy(ws.dlogits[rows] if want_grad else ws.no_grad, logits, ws.targets[rows], scale)
+
+    def _forward_units(self, window, inputs, targets, state, use_dropout, want_grad, scale, recurrent):
+        """Forward with every layer's units shared between threads; returns the loss sums of the
+        output rows each thread scored."""
+        cfg, ws = self.config, window.parts[0]
+        B, T = inputs.shape
+        window.weights = window.grouped_weights(self.params, recurrent)
+        layer_input = None
+        for layer in range(cfg.layers):
+            window.arrivals[:] = 0
+            run_parts([partial(self._layer_forward_units, window, layer, worker, inputs, state, layer_input)
+                       for worker in range(len(window.units))])
+            layer_input = ws.h_seq[layer]
+            if use_dropout:
+                np.multiply(layer_input, ws.masks[layer], out=ws.dropped[layer])
+                layer_input = ws.dropped[layer]
+        if targets is not None:
+            ws.targets.reshape(T, B)[...] = targets.T
+        return run_parts([partial(self._output_rows, ws, rows, layer_input, targets is not None, want_grad, scale)
+                          for rows in window.output_rows])
+
+    def _layer_forward_units(self, window, layer, worker, inputs, state, layer_input):
+        ws, weights = window.parts[0], window.weights[layer]
+        first, count = window.units[worker]
+        G = GATE_BLOCKS[self.config.cell]
+        block = slice(G * first, G * (first + count))
+        gates = ws.gates[layer]
+        T, B, GH = gates.shape
+        if layer == 0:
+            embedding_forward(gates[:, :, block], weights["W_x"][:, block], weights["b"][block], inputs)
+        else:
+            rows = gates.reshape(T * B, GH)[:, block]
+            matmul(rows, layer_input.reshape(T * B, -1), weights["W_x_columns"][worker])
+            add_bias(rows, weights["b"][block])
+        units = (first, count, worker, len(window.units), window.arrivals)
+        self._cell_forward(layer, ws, state, weights["W_h_columns"][worker], units)
 
     @property
     def last_logits(self):
@@ -315,16 +404,18 @@ class Model:
         pieces = [ws.logits.reshape(T, -1, V) for ws in window.parts]
         return np.concatenate(pieces, axis=1).reshape(-1, V)
 
-    def _cell_forward(self, layer, ws, state, W_h):
+    def _cell_forward(self, layer, ws, state, W_h, units):
+        """The recurrent part of one layer's forward; units = (first, count, worker, workers, arrivals)."""
         p, cell, tile = self.params, self.config.cell, small_gemm_budget()
         h0 = state[0, layer]
         if cell == LSTM:
             lstm_forward(ws.h_seq[layer], ws.c_seq[layer], ws.aux_seq[layer], ws.gates[layer], W_h, h0, state[1, layer],
-                         tile)
+                         tile, *units)
         elif cell == GRU:
-            gru_forward(ws.h_seq[layer], ws.aux_seq[layer], ws.gates[layer], W_h, p[f"layer{layer}.b_hn"], h0, tile)
+            gru_forward(ws.h_seq[layer], ws.aux_seq[layer], ws.gates[layer], W_h, p[f"layer{layer}.b_hn"], h0, tile,
+                        *units)
         else:
-            rnn_forward(ws.h_seq[layer], ws.gates[layer], W_h, h0, tile)
+            rnn_forward(ws.h_seq[layer], ws.gates[layer], W_h, h0, tile, *units)
 
     # ---------------------------------------------------------------------------------- backward
     def backward(self, grads, dfinal_state=None):
@@ -337,7 +428,6 @@ class Model:
             raise CharrnnError("backward needs a preceding forward with train=True and targets")
         inputs, state, window, use_dropout, _, recurrent, use_weight_drop = self._last
         dstate = np.zeros_like(state)
-        W_h_T = [np.ascontiguousarray(W_h.T) for W_h in recurrent]
         if use_weight_drop:
             # Backward finds d loss / d(dropped W_h); the chain rule through W_h * mask is a product
             # with the mask, applied once the slices are summed, so set the caller's sums aside.
@@ -345,6 +435,18 @@ class Model:
             earlier = {name: grads[name].copy() for name in names}
             for name in names:
                 grads[name].fill(0.0)
+        if window.split == "batch":
+            self._backward_batch(window, grads, inputs, state, dstate, dfinal_state, use_dropout, recurrent)
+        else:
+            self._backward_units(window, grads, inputs, state, dstate, dfinal_state, use_dropout)
+        if use_weight_drop:
+            for name, (_, mask) in zip(names, self._dropped_W_h):
+                grads[name] *= mask
+                grads[name] += earlier[name]
+        return dstate
+
+    def _backward_batch(self, window, grads, inputs, state, dstate, dfinal_state, use_dropout, recurrent):
+        W_h_T = [np.ascontiguousarray(W_h.T) for W_h in recurrent]
         tasks = []
         for k, (ws, rows) in enumerate(zip(window.parts, window.rows)):
             if k == 0:
@@ -362,11 +464,6 @@ class Model:
         for ws in window.parts[1:]:
             for name, grad in grads.items():
                 grad += ws.grads[name]
-        if use_weight_drop:
-            for name, (_, mask) in zip(names, self._dropped_W_h):
-                grads[name] *= mask
-                grads[name] += earlier[name]
-        return dstate
 
     def _backward_part(self, ws, grads, inputs, state, dstate, dfinal_state, use_dropout, W_h_T):
         cfg, p = self.config, self.params
@@ -387,7 +484,8 @@ class Model:
             else:
                 dh_last = np.ascontiguousarray(dfinal_state[0, layer], dtype=self.dtype)
                 dc_last = np.ascontiguousarray(dfinal_state[1, layer], dtype=self.dtype)
-            self._cell_backward(layer, ws, state, dstate, dh_seq, dh_last, dc_last, W_h_T[layer])
+            self._cell_backward(layer, ws, state, dstate[0, layer], dstate[1, layer], dh_last, dc_last, W_h_T[layer],
+                                (0, H, 0, 1, _NO_ARRIVALS))
 
             dgates_x = ws.dgates_x.reshape(T * B, GH)
             dgates_h = ws.dgates_h.reshape(T * B, GH)
@@ -407,20 +505,80 @@ class Model:
                 matmul_accumulate(grads[f"layer{layer}.W_x"], below.reshape(T * B, H).T, dgates_x)
                 matmul(dh_seq.reshape(T * B, H), dgates_x, p[f"layer{layer}.W_x"].T)
 
-    def _cell_backward(self, layer, ws, state, dstate, dh_seq, dh_last, dc_last, W_h_T):
-        dh0, tile = dstate[0, layer], small_gemm_budget()
-        if self.config.cell == LSTM:
-            lstm_backward(
-                ws.dgates_x, dh0, dstate[1, layer], dh_seq, dh_last, dc_last,
-                ws.gates[layer], ws.c_seq[layer], ws.aux_seq[layer], state[1, layer], W_h_T, tile,
-            )
-        elif self.config.cell == GRU:
-            gru_backward(
-                ws.dgates_x, ws.dgates_h, dh0, dh_seq, dh_last,
-                ws.gates[layer], ws.h_seq[layer], ws.aux_seq[layer], state[0, layer], W_h_T, tile,
-            )
+    def _backward_units(self, window, grads, inputs, state, dstate, dfinal_state, use_dropout):
+        """Backward with the units split: a layer per round of threads, top down, each thread on its
+        own units (and the gate columns, weight columns and output rows that belong to them); the
+        grouped gradients are put back in the natural gate order at the end."""
+        cfg, ws = self.config, window.parts[0]
+        for grouped in window.grads:
+            for grad in grouped.values():
+                grad.fill(0.0)
+        for layer in range(cfg.layers - 1, -1, -1):
+            if dfinal_state is None:
+                dh_last = dc_last = ws.zero_state
+            else:
+                dh_last = np.ascontiguousarray(dfinal_state[0, layer], dtype=self.dtype)
+                dc_last = np.ascontiguousarray(dfinal_state[1, layer], dtype=self.dtype)
+            window.arrivals[:] = 0
+            run_parts([partial(self._layer_backward_units, window, layer, worker, grads, inputs, state,
+                               dstate[0, layer], dstate[1, layer], dh_last, dc_last, use_dropout)
+                       for worker in range(len(window.units))])
+        for layer in range(cfg.layers):
+            for key, grad in window.grads[layer].items():
+                if key == "b":
+                    grads[f"layer{layer}.b"][window.perm] += grad
+                else:
+                    grads[f"layer{layer}.{key}"][:, window.perm] += grad
+
+    def _layer_backward_units(self, window, layer, worker, grads, inputs, state, dh0, dc0, dh_last, dc_last,
+                              use_dropout):
+        cfg, p, ws, weights = self.config, self.params, window.parts[0], window.weights[layer]
+        B, T = inputs.shape
+        H, GH, G = cfg.hidden, cfg.gate_width, GATE_BLOCKS[cfg.cell]
+        first, count = window.units[worker]
+        own, block = slice(first, first + count), slice(G * first, G * (first + count))
+        dh_rows = ws.dh_seq.reshape(T * B, H)
+        if layer == cfg.layers - 1:  # the output layer's gradients for these units
+            top = ws.dropped[layer] if use_dropout else ws.h_seq[layer]
+            matmul_accumulate(grads["out.W"][own], top.reshape(T * B, H)[:, own].T, ws.dlogits)
+            if worker == 0:
+                bias_backward(grads["out.b"], ws.dlogits)
+            matmul(dh_rows[:, own], ws.dlogits, p["out.W"][own].T)
+        if use_dropout:
+            ws.dh_seq[:, :, own] *= ws.masks[layer][:, :, own]
+        units = (first, count, worker, len(window.units), window.arrivals)
+        self._cell_backward(layer, ws, state, dh0, dc0, dh_last, dc_last, weights["W_h_T_rows"][worker], units)
+
+        dgates_x = ws.dgates_x.reshape(T * B, GH)
+        dgates_h = ws.dgates_h.reshape(T * B, GH)
+        grouped = window.grads[layer]
+        dW_h = grouped["W_h"][:, block]
+        matmul_accumulate(dW_h, state[0, layer].T, ws.dgates_h[0][:, block])
+        if T > 1:
+            matmul_accumulate(dW_h, ws.h_seq[layer][: T - 1].reshape((T - 1) * B, H).T, dgates_h[B:, block])
+        bias_backward(grouped["b"][block], dgates_x[:, block])
+        if cfg.cell == GRU:
+            n_block = slice(G * first + 2 * count, G * first + 3 * count)
+            bias_backward(grads[f"layer{layer}.b_hn"][own], dgates_h[:, n_block])
+        if layer == 0:
+            embedding_backward(grouped["W_x"][:, block], ws.dgates_x[:, :, block], inputs)
         else:
-            rnn_backward(ws.dgates_x, dh0, dh_seq, dh_last, ws.gates[layer], W_h_T, tile)
+            below = ws.dropped[layer - 1] if use_dropout else ws.h_seq[layer - 1]
+            matmul_accumulate(grouped["W_x"][:, block], below.reshape(T * B, H).T, dgates_x[:, block])
+            # Every thread has passed the loop's last meeting, so every gate gradient is in place.
+            matmul(dh_rows[:, own], dgates_x, weights["W_x"][own].T)
+
+    def _cell_backward(self, layer, ws, state, dh0, dc0, dh_last, dc_last, W_h_T, units):
+        """The recurrent part of one layer's backward; units as in _cell_forward."""
+        tile = small_gemm_budget()
+        if self.config.cell == LSTM:
+            lstm_backward(ws.dgates_x, dh0, dc0, ws.dh_seq, dh_last, dc_last, ws.gates[layer], ws.c_seq[layer],
+                          ws.aux_seq[layer], state[1, layer], W_h_T, tile, *units)
+        elif self.config.cell == GRU:
+            gru_backward(ws.dgates_x, ws.dgates_h, dh0, ws.dh_seq, dh_last, ws.gates[layer], ws.h_seq[layer],
+                         ws.aux_seq[layer], state[0, layer], W_h_T, tile, *units)
+        else:
+            rnn_backward(ws.dgates_x, dh0, ws.dh_seq, dh_last, ws.gates[layer], W_h_T, tile, *units)
 
     # ------------------------------------------------------------------------------ conveniences
     def loss_and_grads(self, inputs, targets, state, grads, dropout_rng=None):
@@ -454,12 +612,11 @@ class Model:
 
     # -------------------------------------------------------------------------------- validation
     def _window(self, batch, steps):
-        parts = part_count(batch)
-        key = (batch, steps, parts)
+        key = (batch, steps, self.plan)
         if key not in self._windows:
             if len(self._windows) >= 4:  # evaluation's short last window should not pin memory forever
                 del self._windows[next(iter(self._windows))]
-            self._windows[key] = _Window(self.config, batch, steps, self.dtype, parts)
+            self._windows[key] = _Window(self.config, batch, steps, self.dtype, self.plan)
         return self._windows[key]
 
     def _checked_ids(self, ids, what):

@@ -25,7 +25,6 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-MIN_PART_ROWS = 16  # fewer streams per part and the products get too thin to pay for a thread
 # OpenBLAS cores with small-matrix sgemm/dgemm kernels for M * N * K <= 100^3 (its permit functions).
 SMALL_MATRIX_CORES = ("skylakex", "cooperlake", "sapphirerapids")
 SMALL_MATRIX_MNK = 100**3
@@ -121,11 +120,6 @@ def usable_cores():
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
-
-
-def part_count(batch):
-    """Into how many slices a batch of `batch` streams is cut: one per thread the budget allows."""
-    return max(1, min(thread_budget(), batch // MIN_PART_ROWS))
 
 
 def split_rows(batch, parts):

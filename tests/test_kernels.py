@@ -27,6 +27,11 @@ GRID = np.concatenate([
 ]).astype(np.float32)
 
 
+def alone(H):
+    """The unit-range arguments of a sequence kernel run by one thread over all H units."""
+    return 0, H, 0, 1, np.zeros(8, np.int64)
+
+
 def activations(x):
     """(sigmoid(x), tanh(x)) as the cells compute them, read off a GRU and an RNN with W_h = 0."""
     n = x.size
@@ -34,9 +39,9 @@ def activations(x):
     gates = np.zeros((1, n, 3), dtype)
     gates[0, :, 0] = x
     gru_forward(np.empty((1, n, 1), dtype), np.empty((1, n, 1), dtype), gates, np.zeros((1, 3), dtype),
-                np.zeros(1, dtype), np.zeros((n, 1), dtype))
+                np.zeros(1, dtype), np.zeros((n, 1), dtype), 0, *alone(1))
     rnn_gates = x.reshape(1, n, 1).copy()
-    rnn_forward(np.empty((1, n, 1), dtype), rnn_gates, np.zeros((1, 1), dtype), np.zeros((n, 1), dtype))
+    rnn_forward(np.empty((1, n, 1), dtype), rnn_gates, np.zeros((1, 1), dtype), np.zeros((n, 1), dtype), 0, *alone(1))
     return gates[0, :, 0], rnn_gates.reshape(n)
 
 
@@ -95,18 +100,19 @@ def run_cell(cell, problem, dtype, tile_mnk):
     W_h_T = np.ascontiguousarray(p["W_h"].T)
     dgates_x, dh0, dc0 = np.empty((T, B, GH), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype)
     if cell == "lstm":
-        lstm_forward(h_seq, c_seq, aux, gates, p["W_h"], p["h0"], p["c0"], tile_mnk)
+        lstm_forward(h_seq, c_seq, aux, gates, p["W_h"], p["h0"], p["c0"], tile_mnk, *alone(H))
         lstm_backward(dgates_x, dh0, dc0, p["dh_seq"], p["dh_last"], p["dc_last"], gates, c_seq, aux, p["c0"],
-                      W_h_T, tile_mnk)
+                      W_h_T, tile_mnk, *alone(H))
         outputs = [h_seq, c_seq, aux, gates, dgates_x, dh0, dc0]
     elif cell == "gru":
         dgates_h = np.empty((T, B, GH), dtype)
-        gru_forward(h_seq, aux, gates, p["W_h"], p["b_hn"], p["h0"], tile_mnk)
-        gru_backward(dgates_x, dgates_h, dh0, p["dh_seq"], p["dh_last"], gates, h_seq, aux, p["h0"], W_h_T, tile_mnk)
+        gru_forward(h_seq, aux, gates, p["W_h"], p["b_hn"], p["h0"], tile_mnk, *alone(H))
+        gru_backward(dgates_x, dgates_h, dh0, p["dh_seq"], p["dh_last"], gates, h_seq, aux, p["h0"], W_h_T, tile_mnk,
+                     *alone(H))
         outputs = [h_seq, aux, gates, dgates_x, dgates_h, dh0]
     else:
-        rnn_forward(h_seq, gates, p["W_h"], p["h0"], tile_mnk)
-        rnn_backward(dgates_x, dh0, p["dh_seq"], p["dh_last"], gates, W_h_T, tile_mnk)
+        rnn_forward(h_seq, gates, p["W_h"], p["h0"], tile_mnk, *alone(H))
+        rnn_backward(dgates_x, dh0, p["dh_seq"], p["dh_last"], gates, W_h_T, tile_mnk, *alone(H))
         outputs = [h_seq, gates, dgates_x, dh0]
     for array in outputs:
         assert array.dtype == dtype

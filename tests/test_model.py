@@ -5,6 +5,7 @@ import pytest
 
 from charrnn.errors import CharrnnError
 from charrnn.model import Model, ModelConfig, NonFiniteLoss, parameter_shapes
+from charrnn.plan import Plan
 from reference import numerical_gradient, reference_forward, relative_error
 
 CELLS = ["lstm", "gru", "rnn"]
@@ -216,20 +217,29 @@ def test_non_finite_loss_is_reported():
         model.loss_and_grads(inputs, targets, state, model.zeros_like_params())
 
 
-def split_into(monkeypatch, parts):
-    monkeypatch.setattr("charrnn.model.part_count", lambda batch: min(parts, batch))
+def split_into(monkeypatch, model, split, threads):
+    """Lets tiny test shapes split (the real minimum shares would keep them whole)."""
+    monkeypatch.setattr("charrnn.plan.MIN_PART_ROWS", 1)
+    monkeypatch.setattr("charrnn.plan.MIN_PART_UNITS", 1)
+    model.plan = Plan(split, threads)
 
 
+PLANS = [("batch", 3), ("units", 2), ("units", 3)]
+
+
+@pytest.mark.parametrize("split, threads", PLANS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_batch_split_across_threads_computes_the_same_window(cell, monkeypatch):
-    model, inputs, targets, state = tiny_problem(cell, True, dropout=0.3, B=7, T=5, weight_drop=0.3)
+def test_every_plan_computes_the_same_window(cell, split, threads, monkeypatch):
+    """In float64 every plan agrees with one thread to rounding (not to the bit: the BLAS sums a
+    product in an order that depends on the shape of the call)."""
+    model, inputs, targets, state = tiny_problem(cell, True, dropout=0.3, B=7, T=5, H=5, weight_drop=0.3)
     final_weights = np.random.default_rng(5).normal(size=state.shape)
     results = []
-    for parts in (1, 3):
-        split_into(monkeypatch, parts)
+    for plan in (("batch", 1), (split, threads)):
+        split_into(monkeypatch, model, *plan)
         grads = model.zeros_like_params()
         loss, final = model.forward(inputs, targets, state, train=True, dropout_rng=np.random.default_rng(9))
-        assert len(model._last[2].parts) == parts
+        assert model._last[2].split == plan[0]
         logits = model.last_logits.copy()
         dstate = model.backward(grads, dfinal_state=final_weights)
         results.append((loss, final, logits, dstate, grads))
@@ -241,16 +251,19 @@ def test_batch_split_across_threads_computes_the_same_window(cell, monkeypatch):
         np.testing.assert_allclose(grads3[name], grads1[name], rtol=1e-11, atol=1e-14)
 
 
-def test_gradients_of_a_split_batch_match_finite_differences(monkeypatch):
-    split_into(monkeypatch, 2)
-    model, inputs, targets, state = tiny_problem("lstm", True, dropout=0.2, B=4)
-    check_every_gradient(model, inputs, targets, state, dropout_seed=3, entries=40)
-    assert len(model._last[2].parts) == 2
+@pytest.mark.parametrize("split", ["batch", "units"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_of_a_split_window_match_finite_differences(cell, split, monkeypatch):
+    model, inputs, targets, state = tiny_problem(cell, True, dropout=0.2, B=4, H=4, weight_drop=0.2)
+    split_into(monkeypatch, model, split, 2)
+    check_every_gradient(model, inputs, targets, state, dropout_seed=3)
+    assert model._last[2].split == split
 
 
-def test_split_gradients_accumulate_into_the_callers_arrays(monkeypatch):
-    split_into(monkeypatch, 2)
+@pytest.mark.parametrize("split", ["batch", "units"])
+def test_split_gradients_accumulate_into_the_callers_arrays(split, monkeypatch):
     model, inputs, targets, state = tiny_problem("gru", True, B=4)
+    split_into(monkeypatch, model, split, 2)
     once = model.zeros_like_params()
     model.loss_and_grads(inputs, targets, state, once)
     twice = {name: grad.copy() for name, grad in once.items()}
@@ -259,19 +272,21 @@ def test_split_gradients_accumulate_into_the_callers_arrays(monkeypatch):
         np.testing.assert_allclose(twice[name], 2 * once[name], rtol=1e-12, atol=1e-15)
 
 
-def test_a_split_window_gives_the_same_bits_every_time(monkeypatch):
-    """Two slices on two threads, float32, repeated: no product may change its summation order with
-    thread timing (the BLAS's thread count was once set per slice, which raced)."""
-    split_into(monkeypatch, 2)
-    config = ModelConfig("lstm", vocab_size=11, hidden=64, layers=2)
-    model = Model(config, seed=1)
+@pytest.mark.parametrize("split", ["batch", "units"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_split_window_gives_the_same_bits_every_time(cell, split):
+    """Two threads, float32, repeated: no product may change its summation order with thread timing
+    (the BLAS's thread count was once set per slice, which raced)."""
+    config = ModelConfig(cell, vocab_size=11, hidden=64, layers=2, dropout=0.2, weight_drop=0.2)
+    model = Model(config, seed=1, plan=Plan(split, 2))
     rng = np.random.default_rng(2)
     inputs, targets = rng.integers(0, 11, size=(2, 40, 30))
     state = model.initial_state(40)
     first = None
-    for _ in range(12):
+    for _ in range(8):
         grads = model.zeros_like_params()
-        loss, final = model.loss_and_grads(inputs, targets, state, grads)
+        loss, final = model.loss_and_grads(inputs, targets, state, grads, np.random.default_rng(3))
+        assert model._last[2].split == split
         result = (loss, final, model.last_logits.copy(), grads)
         if first is None:
             first = result

@@ -1,4 +1,4 @@
-"""Batch slicing, the part runner and the BLAS facts the kernels are tuned by."""
+"""Batch slicing, the part runner and the BLAS facts the kernels are tuned by (plans: test_plan.py)."""
 
 import threading
 
@@ -16,18 +16,6 @@ def test_split_rows_covers_the_batch_in_near_equal_slices():
             assert all(a.stop == b.start for a, b in zip(rows, rows[1:]))
             sizes = [r.stop - r.start for r in rows]
             assert max(sizes) - min(sizes) <= 1
-
-
-def test_part_count_follows_the_thread_budget_and_the_minimum_slice(monkeypatch):
-    monkeypatch.setattr(parallel, "thread_budget", lambda: 4)
-    monkeypatch.setattr(parallel, "MIN_PART_ROWS", 16)
-    assert parallel.part_count(1) == 1
-    assert parallel.part_count(31) == 1
-    assert parallel.part_count(32) == 2
-    assert parallel.part_count(50) == 3
-    assert parallel.part_count(1000) == 4
-    monkeypatch.setattr(parallel, "thread_budget", lambda: 1)
-    assert parallel.part_count(1000) == 1
 
 
 def test_run_parts_returns_results_in_order_using_other_threads():

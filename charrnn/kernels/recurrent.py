@@ -29,6 +29,7 @@ import numpy as np
 
 from charrnn.jit import njit
 from charrnn.kernels.blas import gemm_tiled
+from charrnn.kernels.sync import arrive_and_wait
 
 # tanh(y) ~ y P(y^2) / Q(y^2) on |y| <= TANH_LIMIT, beyond which tanh rounds to +-1 in float32.
 # Coefficients fitted with numpy (Lawson-weighted linearised least squares on the relative error,
@@ -101,15 +102,22 @@ def lstm_cell(a, r, c_prev, c_out, tanh_c_out, h_out):
 
 
 @njit
-def lstm_forward(h_seq, c_seq, tanh_c_seq, gates, W_h, h0, c0, tile_mnk=0):
+def lstm_forward(h_seq, c_seq, tanh_c_seq, gates, W_h, h0, c0, tile_mnk, first, count, worker, workers, arrivals):
+    """Forward over T steps of units first .. first+count: gates[:, :, G*first : G*(first+count)] is
+    their block, W_h (H, G*count) their columns. workers > 1 run at once and meet after each step."""
     T, B, GH = gates.shape
-    recurrent = np.empty((B, GH), dtype=gates.dtype)
+    last = first + count
+    block = slice(4 * first, 4 * last)
+    recurrent = np.empty((B, 4 * count), dtype=gates.dtype)
     for t in range(T):
         h_prev = h0 if t == 0 else h_seq[t - 1]
         c_prev = c0 if t == 0 else c_seq[t - 1]
         gemm_tiled(recurrent, h_prev, W_h, 0.0, tile_mnk)
         for b in range(B):
-            lstm_cell(gates[t, b], recurrent[b], c_prev[b], c_seq[t, b], tanh_c_seq[t, b], h_seq[t, b])
+            lstm_cell(gates[t, b, block], recurrent[b], c_prev[b, first:last], c_seq[t, b, first:last],
+                      tanh_c_seq[t, b, first:last], h_seq[t, b, first:last])
+        if workers > 1:
+            arrive_and_wait(arrivals, worker, workers, t + 1)
 
 
 @njit
@@ -132,18 +140,25 @@ def lstm_cell_backward(d, dc_next, dh_above, dh_next, a, c_prev, tanh_c):
 
 
 @njit
-def lstm_backward(dgates, dh0, dc0, dh_seq, dh_last, dc_last, gates, c_seq, tanh_c_seq, c0, W_h_T, tile_mnk):
+def lstm_backward(dgates, dh0, dc0, dh_seq, dh_last, dc_last, gates, c_seq, tanh_c_seq, c0, W_h_T, tile_mnk,
+                  first, count, worker, workers, arrivals):
+    """BPTT for units first .. first+count (W_h_T (G*H, count): their rows of W_h, transposed). Every
+    step's dh_{t-1} needs every unit's d(pre-activation), so workers meet before that product."""
     T, B, GH = gates.shape
+    last = first + count
+    block = slice(4 * first, 4 * last)
     dh_next, dc_next = dh0, dc0  # the running gradients end as the initial state's
-    copy_into(dh_next, dh_last)
-    copy_into(dc_next, dc_last)
+    copy_into(dh_next[:, first:last], dh_last[:, first:last])
+    copy_into(dc_next[:, first:last], dc_last[:, first:last])
     for t in range(T - 1, -1, -1):
         c_prev = c0 if t == 0 else c_seq[t - 1]
         for b in range(B):
-            lstm_cell_backward(
-                dgates[t, b], dc_next[b], dh_seq[t, b], dh_next[b], gates[t, b], c_prev[b], tanh_c_seq[t, b]
-            )
-        gemm_tiled(dh_next, dgates[t], W_h_T, 0.0, tile_mnk)
+            lstm_cell_backward(dgates[t, b, block], dc_next[b, first:last], dh_seq[t, b, first:last],
+                               dh_next[b, first:last], gates[t, b, block], c_prev[b, first:last],
+                               tanh_c_seq[t, b, first:last])
+        if workers > 1:
+            arrive_and_wait(arrivals, worker, workers, T - t)
+        gemm_tiled(dh_next[:, first:last], dgates[t], W_h_T, 0.0, tile_mnk)
 
 
 # ------------------------------------------------------------------------------------------- GRU
@@ -164,14 +179,20 @@ def gru_cell(a, r, b_hn, h_prev, hn_out, h_out):
 
 
 @njit
-def gru_forward(h_seq, hn_seq, gates, W_h, b_hn, h0, tile_mnk=0):
+def gru_forward(h_seq, hn_seq, gates, W_h, b_hn, h0, tile_mnk, first, count, worker, workers, arrivals):
+    """As lstm_forward, for the GRU (b_hn (H,) whole; each worker reads its units' part)."""
     T, B, GH = gates.shape
-    recurrent = np.empty((B, GH), dtype=gates.dtype)
+    last = first + count
+    block = slice(3 * first, 3 * last)
+    recurrent = np.empty((B, 3 * count), dtype=gates.dtype)
     for t in range(T):
         h_prev = h0 if t == 0 else h_seq[t - 1]
         gemm_tiled(recurrent, h_prev, W_h, 0.0, tile_mnk)
         for b in range(B):
-            gru_cell(gates[t, b], recurrent[b], b_hn, h_prev[b], hn_seq[t, b], h_seq[t, b])
+            gru_cell(gates[t, b, block], recurrent[b], b_hn[first:last], h_prev[b, first:last],
+                     hn_seq[t, b, first:last], h_seq[t, b, first:last])
+        if workers > 1:
+            arrive_and_wait(arrivals, worker, workers, t + 1)
 
 
 @njit
@@ -197,44 +218,65 @@ def gru_cell_backward(dx, dr_h, dh_next, dh_above, a, h_prev, hn):
 
 
 @njit
-def gru_backward(dgates_x, dgates_h, dh0, dh_seq, dh_last, gates, h_seq, hn_seq, h0, W_h_T, tile_mnk):
+def gru_backward(dgates_x, dgates_h, dh0, dh_seq, dh_last, gates, h_seq, hn_seq, h0, W_h_T, tile_mnk,
+                 first, count, worker, workers, arrivals):
     T, B, GH = gates.shape
+    last = first + count
+    block = slice(3 * first, 3 * last)
     dh_next = dh0
-    copy_into(dh_next, dh_last)
+    copy_into(dh_next[:, first:last], dh_last[:, first:last])
     for t in range(T - 1, -1, -1):
         h_prev = h0 if t == 0 else h_seq[t - 1]
         for b in range(B):
-            gru_cell_backward(
-                dgates_x[t, b], dgates_h[t, b], dh_next[b], dh_seq[t, b], gates[t, b], h_prev[b], hn_seq[t, b]
-            )
-        gemm_tiled(dh_next, dgates_h[t], W_h_T, 1.0, tile_mnk)
+            gru_cell_backward(dgates_x[t, b, block], dgates_h[t, b, block], dh_next[b, first:last],
+                              dh_seq[t, b, first:last], gates[t, b, block], h_prev[b, first:last],
+                              hn_seq[t, b, first:last])
+        if workers > 1:
+            arrive_and_wait(arrivals, worker, workers, T - t)
+        gemm_tiled(dh_next[:, first:last], dgates_h[t], W_h_T, 1.0, tile_mnk)
 
 
 # ------------------------------------------------------------------------------------------- RNN
 @njit
-def rnn_forward(h_seq, gates, W_h, h0, tile_mnk=0):
-    T, B, H = gates.shape
-    recurrent = np.empty((B, H), dtype=gates.dtype)
+def rnn_cell(a, r, h_out):
+    """One row: a (H,) pre-activations in, activations out (h' = tanh(a + r), kept in a for backward)."""
+    for j in range(h_out.shape[0]):
+        a[j] = tanh(a[j] + r[j])
+    for j in range(h_out.shape[0]):
+        h_out[j] = a[j]
+
+
+@njit
+def rnn_forward(h_seq, gates, W_h, h0, tile_mnk, first, count, worker, workers, arrivals):
+    T, B, GH = gates.shape
+    last = first + count
+    recurrent = np.empty((B, count), dtype=gates.dtype)
     for t in range(T):
         h_prev = h0 if t == 0 else h_seq[t - 1]
         gemm_tiled(recurrent, h_prev, W_h, 0.0, tile_mnk)
         for b in range(B):
-            a, r, h = gates[t, b], recurrent[b], h_seq[t, b]
-            for j in range(H):
-                a[j] = tanh(a[j] + r[j])
-            for j in range(H):
-                h[j] = a[j]
+            rnn_cell(gates[t, b, first:last], recurrent[b], h_seq[t, b, first:last])
+        if workers > 1:
+            arrive_and_wait(arrivals, worker, workers, t + 1)
 
 
 @njit
-def rnn_backward(dgates, dh0, dh_seq, dh_last, gates, W_h_T, tile_mnk):
-    T, B, H = gates.shape
-    one = gates.dtype.type(1)
+def rnn_cell_backward(d, dh_above, dh_next, a):
+    one = d.dtype.type(1)
+    for j in range(d.shape[0]):
+        d[j] = (dh_above[j] + dh_next[j]) * (one - a[j] * a[j])
+
+
+@njit
+def rnn_backward(dgates, dh0, dh_seq, dh_last, gates, W_h_T, tile_mnk, first, count, worker, workers, arrivals):
+    T, B, GH = gates.shape
+    last = first + count
     dh_next = dh0
-    copy_into(dh_next, dh_last)
+    copy_into(dh_next[:, first:last], dh_last[:, first:last])
     for t in range(T - 1, -1, -1):
         for b in range(B):
-            a, d, above, below = gates[t, b], dgates[t, b], dh_seq[t, b], dh_next[b]
-            for j in range(H):
-                d[j] = (above[j] + below[j]) * (one - a[j] * a[j])
-        gemm_tiled(dh_next, dgates[t], W_h_T, 0.0, tile_mnk)
+            rnn_cell_backward(dgates[t, b, first:last], dh_seq[t, b, first:last], dh_next[b, first:last],
+                              gates[t, b, first:last])
+        if workers > 1:
+            arrive_and_wait(arrivals, worker, workers, T - t)
+        gemm_tiled(dh_next[:, first:last], dgates[t], W_h_T, 0.0, tile_mnk)

@@ -25,7 +25,7 @@ import numpy as np
 from charrnn.jit import njit
 from charrnn.kernels import GRU, LSTM, RNN
 from charrnn.kernels.layers import add_bias, embedding_forward
-from charrnn.kernels.recurrent import gru_cell, gru_forward, lstm_cell, lstm_forward, rnn_forward, tanh
+from charrnn.kernels.recurrent import gru_cell, gru_forward, lstm_cell, lstm_forward, rnn_cell, rnn_forward
 from charrnn.kernels.sync import arrive_and_wait
 
 LSTM_CODE, GRU_CODE, RNN_CODE = 0, 1, 2
@@ -38,7 +38,8 @@ def advance(ids, h, c, logits, cell, W_xs, W_hs, biases, b_hns, out_W, out_b, ga
 
     gates (1, B, GH) and h_seq, c_seq, aux_seq (1, B, H) are work arrays.
     """
-    L = h.shape[0]
+    L, H = h.shape[0], h.shape[2]
+    one_thread = np.zeros(1, np.int64)  # no other thread to meet
     for layer in range(L):
         if layer == 0:
             embedding_forward(gates, W_xs[0], biases[0], ids)
@@ -46,12 +47,12 @@ def advance(ids, h, c, logits, cell, W_xs, W_hs, biases, b_hns, out_W, out_b, ga
             np.dot(h[layer - 1], W_xs[layer], gates[0])
             add_bias(gates[0], biases[layer])
         if cell == LSTM_CODE:
-            lstm_forward(h_seq, c_seq, aux_seq, gates, W_hs[layer], h[layer], c[layer])
+            lstm_forward(h_seq, c_seq, aux_seq, gates, W_hs[layer], h[layer], c[layer], 0, 0, H, 0, 1, one_thread)
             c[layer, :, :] = c_seq[0]
         elif cell == GRU_CODE:
-            gru_forward(h_seq, aux_seq, gates, W_hs[layer], b_hns[layer], h[layer])
+            gru_forward(h_seq, aux_seq, gates, W_hs[layer], b_hns[layer], h[layer], 0, 0, H, 0, 1, one_thread)
         else:
-            rnn_forward(h_seq, gates, W_hs[layer], h[layer])
+            rnn_forward(h_seq, gates, W_hs[layer], h[layer], 0, 0, H, 0, 1, one_thread)
         h[layer, :, :] = h_seq[0]
     np.dot(h[L - 1], out_W, logits)
     add_bias(logits, out_b)
@@ -296,8 +297,7 @@ def sample_units(
             elif cell == GRU_CODE:
                 gru_cell(my_pre, my_rec, b_hns[layer][first:last], h_old[layer, first:last], my_aux, own_h)
             else:
-                for j in range(count):
-                    own_h[j] = tanh(my_pre[j] + my_rec[j])
+                rnn_cell(my_pre, my_rec, own_h)
             if workers > 1:
                 meetings += 1
                 arrive_and_wait(arrivals, worker, workers, meetings)

@@ -601,12 +601,18 @@ class Model:
         ids = np.asarray(char_ids).reshape(1, -1)
         T = ids.shape[1]
         self.forward(ids, None, self.initial_state(1))
-        ws = self._last[2].parts[0]  # one stream is never split
+        window = self._last[2]
+        ws = window.parts[0]  # one stream is one slice in either split
         L, H, GH = self.config.layers, self.config.hidden, self.config.gate_width
+        gates = ws.gates[:, :, 0].transpose(1, 0, 2)
+        if window.split == "units":  # back to the natural gate order
+            natural = np.empty_like(gates)
+            natural[:, :, window.perm] = gates
+            gates = natural
         return {
             "h": ws.h_seq[:, :, 0].transpose(1, 0, 2).copy(),
             "c": ws.c_seq[:, :, 0].transpose(1, 0, 2).copy().reshape(T, L, H),
-            "gates": ws.gates[:, :, 0].transpose(1, 0, 2).copy().reshape(T, L, GH),
+            "gates": gates.copy().reshape(T, L, GH),
             "logits": ws.logits.copy(),
         }
 

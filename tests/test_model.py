@@ -294,3 +294,15 @@ def test_a_split_window_gives_the_same_bits_every_time(cell, split):
         assert result[0] == first[0]
         assert np.array_equal(result[1], first[1]) and np.array_equal(result[2], first[2])
         assert all(np.array_equal(result[3][name], first[3][name]) for name in grads)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_recorded_gates_are_in_the_natural_order_under_every_plan(cell, monkeypatch):
+    model, inputs, _, _ = tiny_problem(cell, False, H=6)
+    ids = inputs[0]
+    plain = model.record(ids)
+    split_into(monkeypatch, model, "units", 3)
+    split = model.record(ids)
+    assert model._last[2].split == "units"
+    for name in plain:
+        np.testing.assert_allclose(split[name], plain[name], rtol=1e-12, atol=1e-14)

@@ -6,7 +6,8 @@ Arrays:  "param/<name>"  model parameters
 Meta:    "model" (ModelConfig dict), "vocab" (Vocab dict), "iteration", "epoch", "train_config",
          "corpus" (path, encoding, sha256, n_chars, val_frac, test_frac), "history", "val_loss",
          "best_val_loss", "train_seconds", "unigram" (training character frequencies, where unprimed
-         samples start), plus "loader", "rng", "optimizer" for resuming.
+         samples start), plus "loader", "rng", "optimizer", "lr_scale" (halved at each divergence) and
+         "schedule_end" (where a time-budgeted cosine ends, once measured; null otherwise) for resuming.
 """
 
 from pathlib import Path

@@ -6,6 +6,11 @@ loss.png (redrawn at each evaluation) and samples/ (text generated at milestones
 
 Resuming restores parameters, optimizer state, data position, dropout RNG, carried hidden state
 and learning rate, so N iterations + resume + N more equals 2N straight, bit for bit.
+
+A cosine schedule with a time budget (--max-minutes) but no length (--max-iters, --lr-decay-iters)
+times its first iterations, then fixes once where the cosine ends, so it finishes within the budget
+on a slow machine as on a fast one. That end is state, like lr_scale: checkpoints record it and a
+resumed run uses it, never measuring again.
 """
 
 import json
@@ -42,6 +47,14 @@ SAMPLE_MILESTONES = (100, 300, 500, 700, 1000, 1200, 2000)
 MAX_ROLLBACKS = 4  # divergences in a row before giving up
 BLOWUP_FACTOR = 3.0  # char-rnn treats a loss above 3x the first one as an explosion
 LN2 = math.log(2.0)
+# A time-budgeted cosine times iterations MEASURE_AFTER+1 .. MEASURE_AFTER+MEASURE_ITERS of its session
+# (the first few still touch fresh memory and start threads, so they run slower than the rest), then
+# one evaluation, brought forward to the end of that window.
+MEASURE_AFTER = 5
+MEASURE_ITERS = 20
+# Share of the budget the fitted cosine leaves free, as speed drifts on a shared machine. Overrunning
+# is mild anyway: the budget then cuts the run where the cosine is within a hair of --min-lr.
+SCHEDULE_MARGIN = 0.03
 
 
 @dataclass
@@ -62,7 +75,7 @@ class TrainConfig:
     lr_decay_after: float = 10.0  # epochs
     lr_schedule: str = "step"  # "step": char-rnn's per-epoch decay; "cosine": nanoGPT's warm-up and cosine
     warmup_iters: int = 0
-    lr_decay_iters: int = 0  # where the cosine reaches --min-lr; 0: at --max-iters
+    lr_decay_iters: int = 0  # where the cosine reaches --min-lr; 0: at --max-iters, else fitted to --max-minutes
     min_lr: float = 0.0
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # element-wise clamp, as char-rnn
@@ -110,9 +123,10 @@ class TrainConfig:
         if self.lr_schedule not in ("step", "cosine"):
             raise CharrnnError(f"--lr-schedule must be step or cosine, got {self.lr_schedule!r}")
         if self.lr_schedule == "cosine":
-            if not self.cosine_end:
-                raise CharrnnError("--lr-schedule cosine needs an end: give --max-iters or --lr-decay-iters")
-            if self.warmup_iters >= self.cosine_end:
+            if not (self.cosine_end or self.max_minutes):
+                raise CharrnnError("--lr-schedule cosine needs an end: give --max-iters or --lr-decay-iters, "
+                                   "or --max-minutes to fit it to a time budget")
+            if self.cosine_end and self.warmup_iters >= self.cosine_end:
                 raise CharrnnError(f"--warmup-iters {self.warmup_iters} must be below the cosine's end at "
                                    f"iteration {self.cosine_end}")
             if self.min_lr > self.lr:
@@ -126,14 +140,27 @@ class TrainConfig:
 
     @property
     def cosine_end(self):
+        """The cosine's end as the options give it; 0 when a time-budgeted run is to measure it."""
         return self.lr_decay_iters or self.max_iters
 
-    def scheduled_lr(self, iteration):
+    @property
+    def fits_cosine_to_budget(self):
+        return self.lr_schedule == "cosine" and not self.cosine_end and self.max_minutes > 0
+
+    def scheduled_lr(self, iteration, end=None):
         """The cosine schedule's rate for the update after `iteration` updates: a linear warm-up,
-        then half a cosine from --lr down to --min-lr, flat after its end (as nanoGPT's get_lr)."""
+        then half a cosine from --lr down to --min-lr, flat after its end (as nanoGPT's get_lr).
+
+        The end is --lr-decay-iters or --max-iters when given, else `end`, the one a time-budgeted
+        run fixed. Until that is known the rate stays at --lr past the warm-up: the cosine is flat
+        at its start, so the few iterations spent measuring barely differ from it.
+        """
         if iteration < self.warmup_iters:
             return self.lr * (iteration + 1) / (self.warmup_iters + 1)
-        progress = min(1.0, (iteration - self.warmup_iters) / (self.cosine_end - self.warmup_iters))
+        end = self.cosine_end or end
+        if not end:
+            return self.lr
+        progress = min(1.0, (iteration - self.warmup_iters) / (end - self.warmup_iters))
         return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.lr - self.min_lr)
 
     @classmethod
@@ -143,9 +170,10 @@ class TrainConfig:
 
 
 class Trainer:
-    def __init__(self, config, resume_from=None, log=print):
+    def __init__(self, config, resume_from=None, log=print, clock=time.perf_counter):
         self.config = config
         self.log = log
+        self.clock = clock  # every duration the run measures or limits; tests pass a fake one
         config.validate()
         self.out = Path(config.out)
         continuing = resume_from is not None and self.out.resolve() == Path(resume_from).resolve()
@@ -199,6 +227,7 @@ class Trainer:
         self.first_loss = None
         self.last_loss = math.nan
         self.lr_scale = 1.0  # halved at each divergence; the cosine schedule is multiplied by it
+        self.schedule_end = None  # where a time-budgeted cosine ends, once measured
         self._rollbacks = 0
         if resume_from is not None:
             self._restore(**resumed)
@@ -294,6 +323,8 @@ class Trainer:
             first_loss = meta.get("first_loss")
             self.first_loss = None if first_loss is None else float(first_loss)
             self.lr_scale = float(meta.get("lr_scale", 1.0))
+            schedule_end = meta.get("schedule_end")
+            self.schedule_end = None if schedule_end is None else int(schedule_end)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CharrnnError(f"{path} is a model-only or damaged checkpoint and cannot resume training ({error}); "
                                "resume from another checkpoint or start a new run") from None
@@ -313,9 +344,12 @@ class Trainer:
         if self._continuing:
             self._forget_metrics_after(self.iteration)
         metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
-        started = time.perf_counter()
+        started = self.clock()
         seconds_before = self.train_seconds
-        window_start, window_iters = time.perf_counter(), 0
+        window_start, window_iters = self.clock(), 0
+        # Time of the session's iterations that time a budgeted cosine, evaluations left out.
+        measuring = cfg.fits_cosine_to_budget and self.schedule_end is None
+        session_iters, timed_seconds = 0, 0.0
         reason = "finished"
         try:
             while True:
@@ -323,12 +357,14 @@ class Trainer:
                 if stop:
                     reason = stop
                     break
+                step_started = self.clock()
                 with interrupts_deferred():
                     loss, grad_norm = self._train_step()
                 if loss is None:
                     continue
                 window_iters += 1
-                self.train_seconds = seconds_before + time.perf_counter() - started
+                session_iters += 1
+                self.train_seconds = seconds_before + self.clock() - started
                 record = {
                     "iter": self.iteration,
                     "epoch": round(self.loader.epoch_fraction, 4),
@@ -339,31 +375,37 @@ class Trainer:
                 }
                 metrics.write(json.dumps(record) + "\n")
                 if self.iteration % cfg.print_every == 0:
-                    per_iter = (time.perf_counter() - window_start) / max(window_iters, 1)
+                    per_iter = (self.clock() - window_start) / max(window_iters, 1)
                     self.log(
                         f"iter {self.iteration:>6}{self._of_total()} | epoch {self.loader.epoch_fraction:6.2f} | "
                         f"loss {loss:.4f} | lr {self.optimizer.lr:.2e} | "
                         f"{cfg.batch_size * cfg.seq_length / per_iter / 1000:6.1f}k chars/s | {per_iter * 1000:5.0f} ms/iter"
-                        + self._eta(per_iter, time.perf_counter() - started)
+                        + self._eta(per_iter, self.clock() - started)
                     )
                     metrics.flush()
-                    window_start, window_iters = time.perf_counter(), 0
+                    window_start, window_iters = self.clock(), 0
                 self.last_loss = loss
-                evaluate_now = self.iteration % cfg.eval_every == 0
-                if evaluate_now:
+                fixing = measuring and session_iters == MEASURE_AFTER + MEASURE_ITERS
+                if measuring and session_iters > MEASURE_AFTER:
+                    timed_seconds += self.clock() - step_started
+                if fixing:
+                    self._fix_schedule_end(timed_seconds / MEASURE_ITERS, started, loss, metrics)
+                    measuring = False
+                evaluate_now = fixing or self.iteration % cfg.eval_every == 0
+                if evaluate_now and not fixing:
                     self._evaluate_and_save(loss, metrics)
-                elif cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
+                elif not evaluate_now and cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
                     self._save(val_loss=None)
                 if self.iteration in SAMPLE_MILESTONES and not evaluate_now:
                     self._write_sample(val_loss=None)
                 if evaluate_now or self.iteration in SAMPLE_MILESTONES:
-                    window_start, window_iters = time.perf_counter(), 0  # keep eval time out of chars/s
+                    window_start, window_iters = self.clock(), 0  # keep eval time out of chars/s
         except KeyboardInterrupt:
             reason = "interrupted"
             self.log("interrupted: saving a checkpoint before exiting")
         finally:
             metrics.close()
-        self.train_seconds = seconds_before + time.perf_counter() - started
+        self.train_seconds = seconds_before + self.clock() - started
         if reason == "interrupted":
             self._save(val_loss=None)  # quickly: a second Ctrl-C should not find us evaluating
         elif not self.history or self.history[-1]["iter"] != self.iteration:
@@ -372,15 +414,21 @@ class Trainer:
         self.log(f"stopped ({reason}) at iteration {self.iteration} after {self.train_seconds / 60:.1f} min; run in {self.out}")
         return reason
 
+    def _last_iteration(self):
+        """--max-iters, or else the end a time-budgeted cosine fixed (0: neither)."""
+        cfg = self.config
+        return cfg.max_iters or (self.schedule_end if cfg.fits_cosine_to_budget and self.schedule_end else 0)
+
     def _of_total(self):
-        return f"/{self.config.max_iters}" if self.config.max_iters else ""
+        return f"/{self._last_iteration()}" if self._last_iteration() else ""
 
     def _eta(self, per_iter, elapsed):
-        """' | eta 12m05s' until the first of --max-iters, --max-minutes, --max-epochs ends the run."""
+        """' | eta 12m05s' until the first of --max-iters (or the fixed cosine's end), --max-minutes,
+        --max-epochs ends the run."""
         cfg = self.config
         left = []
-        if cfg.max_iters:
-            left.append((cfg.max_iters - self.iteration) * per_iter)
+        if self._last_iteration():
+            left.append((self._last_iteration() - self.iteration) * per_iter)
         if cfg.max_minutes:
             left.append(cfg.max_minutes * 60 - elapsed)
         if cfg.max_epochs:
@@ -395,9 +443,11 @@ class Trainer:
         cfg = self.config
         if cfg.max_iters and self.iteration >= cfg.max_iters:
             return f"reached --max-iters {cfg.max_iters}"
+        if cfg.fits_cosine_to_budget and self.schedule_end and self.iteration >= self.schedule_end:
+            return f"reached the cosine's end at iteration {self.schedule_end}, fitted to --max-minutes {cfg.max_minutes:g}"
         if cfg.max_epochs and self.loader.epoch_fraction >= cfg.max_epochs:
             return f"reached --max-epochs {cfg.max_epochs:g}"
-        if cfg.max_minutes and (time.perf_counter() - started) >= cfg.max_minutes * 60:
+        if cfg.max_minutes and (self.clock() - started) >= cfg.max_minutes * 60:
             return f"reached --max-minutes {cfg.max_minutes:g}"
         return None
 
@@ -424,7 +474,7 @@ class Trainer:
         if reset:
             self.state = np.zeros_like(self.state)
         if cfg.lr_schedule == "cosine":
-            self.optimizer.lr = self.lr_scale * cfg.scheduled_lr(self.iteration)
+            self.optimizer.lr = self.lr_scale * cfg.scheduled_lr(self.iteration, end=self.schedule_end)
         elif self.loader.epoch != epoch_before and self.loader.epoch >= cfg.lr_decay_after and cfg.lr_decay < 1:
             self.optimizer.lr = self.optimizer.lr * cfg.lr_decay
         for grad in self.grads.values():
@@ -449,6 +499,37 @@ class Trainer:
         self.iteration += 1
         self._rollbacks = 0
         return loss, norm
+
+    # ------------------------------------------------------------------ time-budgeted schedule
+    def _fix_schedule_end(self, per_iter, started, train_loss, metrics):
+        """Sets, once, the iteration where the cosine reaches --min-lr: as many iterations as the
+        budget left holds at the measured speed, an evaluation every --eval-every included.
+
+        The run evaluates here, early, to time a whole evaluation: validation pass, checkpoint,
+        sample and loss curve (for a small model the last three cost more than the pass).
+        """
+        cfg = self.config
+        evaluation_started = self.clock()
+        val_loss = self._evaluate_and_save(train_loss, metrics)
+        per_eval = self.clock() - evaluation_started
+        left = cfg.max_minutes * 60 * (1 - SCHEDULE_MARGIN) - (self.clock() - started)
+        fits = int(max(left, 0.0) // max(per_iter + per_eval / cfg.eval_every, 1e-9))
+        end, limit = self.iteration + fits, f"budget {cfg.max_minutes:g} min"
+        if cfg.max_epochs:
+            # A cosine the epoch limit cut would stop mid-way, as the budget would have.
+            by_epochs = self.iteration + math.ceil((cfg.max_epochs - self.loader.epoch_fraction)
+                                                   * self.loader.batches_per_epoch - 1e-9)
+            if by_epochs < end:
+                end, limit = by_epochs, f"--max-epochs {cfg.max_epochs:g} comes before the {cfg.max_minutes:g} min budget"
+        if end <= cfg.warmup_iters:
+            self.log(f"warning: the budget holds about {end} iterations, too few to get past --warmup-iters "
+                     f"{cfg.warmup_iters}; raise --max-minutes or lower --warmup-iters")
+        end = max(end, self.iteration + 1, cfg.warmup_iters + 1)  # an end already passed: the budget stops the run
+        self.schedule_end = end
+        self.log(f"schedule: cosine fixed to end at iteration {end} (measured {per_iter * 1000:.3g} ms/iter over "
+                 f"iterations {self.iteration - MEASURE_ITERS}-{self.iteration}, evaluations ~{per_eval:.3g} s each; "
+                 f"{limit})")
+        self._save(val_loss)  # again: the checkpoint just written predates the end, and a resume needs it
 
     # ------------------------------------------------------------------------ divergence
     def _take_snapshot(self):
@@ -489,9 +570,9 @@ class Trainer:
         cfg = self.config
         val_loss = None
         if len(self.splits["val"]) >= 2:
-            started = time.perf_counter()
+            started = self.clock()
             val_loss = evaluate_loss(self.model, self.splits["val"], cfg.batch_size, cfg.seq_length)["loss_nats"]
-            seconds = time.perf_counter() - started
+            seconds = self.clock() - started
         entry = {
             "iter": self.iteration,
             "epoch": round(self.loader.epoch_fraction, 4),
@@ -511,6 +592,7 @@ class Trainer:
         self._save(val_loss)
         self._write_sample(val_loss)
         self._draw_loss_curve()
+        return val_loss
 
     def _save(self, val_loss):
         cfg = self.config
@@ -530,6 +612,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "first_loss": self.first_loss,
             "lr_scale": self.lr_scale,
+            "schedule_end": self.schedule_end,
             "unigram": self.unigram,
             "optimizer": self.optimizer.hyper(),
             "loader": self.loader.state_dict(),
@@ -571,8 +654,13 @@ class Trainer:
 
     # ------------------------------------------------------------------------- compilation
     def _warm_up(self):
-        """Compiles (or loads from cache) every kernel a run uses, so timing excludes it."""
-        started = time.perf_counter()
+        """Compiles (or loads from cache) every kernel a run uses, so timing excludes it; loads the
+        sampler and the plotting library too, which a time-budgeted cosine's timed evaluation would
+        otherwise pay for."""
+        import charrnn.plots  # noqa: F401 (matplotlib)
+        from charrnn.sampling import generate
+
+        started = self.clock()
         params = {name: value.copy() for name, value in self.model.params.items()}
         scratch = Model(self.model.config, params=params, dtype=np.float32)
         # The run's own batch size, so the batch is cut into the same slices (and array layouts).
@@ -583,7 +671,8 @@ class Trainer:
         clip_grad_norm(grads, 1.0)
         clip_grad_value(grads, 5.0)
         make_optimizer(**self.optimizer.hyper(), params=params).step(params, grads)
-        return time.perf_counter() - started
+        list(generate(scratch, self.vocab, 2, seed=0, start_probs=self.unigram))
+        return self.clock() - started
 
 
 @contextmanager

@@ -1,6 +1,7 @@
 """`charrnn train` and `charrnn corpus` from the command line: bad input gives one line and exit 1."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,6 +79,24 @@ def test_refused_options_leave_no_run_directory(tmp_path, capsys, tiny_corpus, o
     code, _, err = run_cli(capsys, "train", str(tiny_corpus), *SMALL, *options, "--out", str(out))
     assert_one_line_error(code, err, phrase)
     assert not out.exists()
+
+
+def test_a_cosine_without_an_end_or_a_budget_is_refused(tmp_path, capsys, tiny_corpus):
+    out = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", str(tiny_corpus), *SMALL, "--lr-schedule", "cosine", "--out", str(out))
+    assert_one_line_error(code, err, "--lr-schedule cosine needs an end", "--max-iters", "--lr-decay-iters",
+                          "--max-minutes")
+    assert not out.exists()
+
+
+def test_help_describes_the_time_budgeted_cosine(capsys):
+    code, stdout, _ = run_cli(capsys, "train", "--help")
+    assert code == 0
+    text = " ".join(re.sub(r"-\n\s*", "-", stdout).split())  # click also wraps after hyphens
+    assert "fixes (and logs) its end so that it finishes within this budget" in text
+    assert "--resume keeps that end" in text
+    assert "or an end fitted to --max-minutes" in text and "without either, fitted to --max-minutes" in text
+    assert "needs no run length" in text
 
 
 def test_a_refused_corpus_leaves_no_run_directory(tmp_path, capsys):

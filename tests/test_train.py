@@ -61,13 +61,20 @@ def test_training_lowers_the_loss_and_repeats_to_the_bit(tiny_corpus, tmp_path):
     assert meta_a["history"][-1]["val_loss"] < np.log(meta_a["model"]["vocab_size"])
 
 
-def assert_resume_is_exact(corpus, tmp_path, total, first, **options):
+def assert_resume_is_exact(corpus, tmp_path, total, first, prepare=None, **options):
     """`total` iterations straight, and `first` then a resume to `total`, end with equal checkpoints;
-    returns the straight run's directory, checkpoint arrays and metadata."""
+    returns the straight run's directory, checkpoint arrays and metadata.
+
+    `prepare(trainer, part)`, if given, sets up each trainer before it runs (part is "straight",
+    "first" or "resumed"); with `total` and `first` 0 (no --max-iters) it must stop the first part.
+    """
     straight, split = tmp_path / "straight", tmp_path / "split"
-    run_training(small_config(corpus, straight, max_iters=total, **options), log=quiet)
-    run_training(small_config(corpus, split, max_iters=first, **options), log=quiet)
-    Trainer(small_config(corpus, split, max_iters=total, **options), resume_from=split, log=quiet).run()
+    for out, part, max_iters, resume_from in ((straight, "straight", total, None), (split, "first", first, None),
+                                              (split, "resumed", total, split)):
+        trainer = Trainer(small_config(corpus, out, max_iters=max_iters, **options), resume_from=resume_from, log=quiet)
+        if prepare:
+            prepare(trainer, part)
+        trainer.run()
     arrays_a, meta_a = load_checkpoint(straight, which="latest")
     arrays_b, _ = load_checkpoint(split, which="latest")
     for name in arrays_a:
@@ -108,6 +115,16 @@ def test_cosine_schedule_warms_up_then_falls_to_min_lr():
     assert config.scheduled_lr(104) == config.scheduled_lr(500) == pytest.approx(1e-3)
     rates = [config.scheduled_lr(i) for i in range(4, 105)]
     assert all(a >= b for a, b in zip(rates, rates[1:]))
+    assert config.scheduled_lr(54, end=300) == config.scheduled_lr(54)  # a given length wins over a measured end
+
+
+def test_a_time_budgeted_cosine_takes_its_end_as_an_argument():
+    budgeted = TrainConfig(corpus="", out="", lr=1e-2, min_lr=1e-3, lr_schedule="cosine", warmup_iters=4, max_minutes=5)
+    budgeted.validate()
+    explicit = TrainConfig(corpus="", out="", lr=1e-2, min_lr=1e-3, lr_schedule="cosine", warmup_iters=4, max_iters=104)
+    assert [budgeted.scheduled_lr(i, end=104) for i in range(120)] == [explicit.scheduled_lr(i) for i in range(120)]
+    # Before its end is measured the rate holds at --lr after the warm-up, where the cosine starts.
+    assert budgeted.scheduled_lr(2) == explicit.scheduled_lr(2) and budgeted.scheduled_lr(30) == 1e-2
 
 
 def test_cosine_run_logs_its_rates_and_resumes_bit_identically(tiny_corpus, tmp_path):
@@ -117,6 +134,110 @@ def test_cosine_run_logs_its_rates_and_resumes_bit_identically(tiny_corpus, tmp_
     logged = [r["lr"] for r in records if not r.get("eval")]
     config = small_config(tiny_corpus, straight, max_iters=24, **schedule)
     assert logged == pytest.approx([config.scheduled_lr(i) for i in range(24)])
+
+
+class FakeClock:
+    """Time that passes only inside the model: `step` seconds per training window and `window`
+    per evaluated window, so a run's measured speed is exact whatever the machine."""
+
+    def __init__(self, step=0.5, window=0.1):
+        self.now, self.step, self.window = 0.0, step, window
+
+    def __call__(self):
+        return self.now
+
+    def drive(self, trainer):
+        train, evaluate = trainer.model.loss_and_grads, trainer.model.loss
+
+        def timed_train(*args, **kwargs):
+            self.now += self.step
+            return train(*args, **kwargs)
+
+        def timed_evaluate(*args, **kwargs):
+            self.now += self.window
+            return evaluate(*args, **kwargs)
+
+        trainer.clock = self
+        trainer.model.loss_and_grads, trainer.model.loss = timed_train, timed_evaluate
+
+
+def interrupt_at(trainer, at_call):
+    """Ctrl-C during the model's `at_call`-th training window."""
+    real = trainer.model.loss_and_grads
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    trainer.model.loss_and_grads = interrupted
+
+
+BUDGETED = dict(lr_schedule="cosine", lr=5e-3, min_lr=5e-4, warmup_iters=3, max_minutes=1, eval_every=20)
+
+
+@pytest.mark.parametrize("max_epochs, end, limit", [
+    # After iteration 25 and the evaluation timed there: 12.5 s of training and two evaluations of 1 s
+    # (10 windows of 0.1 s), at 20 and 25. 60 s less the 3% margin leaves 43.7 s; at 0.5 s + 1 s / 20
+    # an iteration, that is 79 more.
+    (50, 104, "budget 1 min"),
+    (1, 84, "--max-epochs 1 comes before the 1 min budget"),  # 84 iterations per epoch
+])
+def test_a_time_budgeted_cosine_fixes_its_end_from_the_measured_speed(tiny_corpus, tmp_path, max_epochs, end, limit):
+    lines = []
+    config = small_config(tiny_corpus, tmp_path / "run", max_iters=0, max_epochs=max_epochs, **BUDGETED)
+    trainer = Trainer(config, log=lines.append)
+    FakeClock().drive(trainer)
+    reason = trainer.run()
+    assert [line for line in lines if line.startswith("schedule:")] == [
+        f"schedule: cosine fixed to end at iteration {end} (measured 500 ms/iter over iterations 5-25, "
+        f"evaluations ~1 s each; {limit})"]
+    assert trainer.iteration == end and reason == f"reached the cosine's end at iteration {end}, fitted to --max-minutes 1"
+    assert any(line.startswith(f"iter     30/{end} |") for line in lines)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["lr"] for r in records if not r.get("eval")]
+    assert logged[:25] == pytest.approx([config.scheduled_lr(i) for i in range(25)])  # not yet fixed: --lr
+    assert logged[25:] == pytest.approx([config.scheduled_lr(i, end=end) for i in range(25, end)])
+    assert logged[-1] == pytest.approx(5e-4, rel=1e-2) and config.scheduled_lr(end, end=end) == pytest.approx(5e-4)
+    assert [r["iter"] for r in records if r.get("eval")][:3] == [20, 25, 40]  # 25: the timed evaluation
+    _, meta = load_checkpoint(tmp_path / "run", which="latest")
+    assert meta["schedule_end"] == end and meta["train_config"]["max_iters"] == 0
+    # The checkpoint written by the timed evaluation records the end too: a crash soon after loses nothing.
+    assert load_checkpoint(next((tmp_path / "run").glob("ckpt_iter000025_*.npz")))[1]["schedule_end"] == end
+
+
+def test_a_time_budgeted_cosine_resumes_with_its_recorded_end(tiny_corpus, tmp_path):
+    resumed_lines = []
+
+    def prepare(trainer, part):
+        if part == "resumed":
+            assert trainer.schedule_end == 104  # from the checkpoint at iteration 35
+            trainer.log = resumed_lines.append
+            FakeClock(step=0.05).drive(trainer)  # were it measured again, this speed would move the end
+        else:
+            FakeClock().drive(trainer)
+        if part == "first":
+            interrupt_at(trainer, at_call=36)
+
+    straight, _, meta = assert_resume_is_exact(tiny_corpus, tmp_path, 0, 0, prepare=prepare, **BUDGETED)
+    assert meta["iteration"] == 104 and meta["schedule_end"] == 104
+    assert load_checkpoint(tmp_path / "split", which="latest")[1]["iteration"] == 104
+    assert resumed_lines and not any(line.startswith("schedule:") for line in resumed_lines)
+    assert "stopped (reached the cosine's end at iteration 104" in resumed_lines[-1]
+
+
+def test_a_given_length_is_kept_under_a_time_budget(tiny_corpus, tmp_path):
+    lines = []
+    config = small_config(tiny_corpus, tmp_path / "run", max_iters=30, **BUDGETED)
+    trainer = Trainer(config, log=lines.append)
+    FakeClock().drive(trainer)
+    trainer.run()
+    assert trainer.iteration == 30 and not any(line.startswith("schedule:") for line in lines)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in records if not r.get("eval")] == pytest.approx([config.scheduled_lr(i) for i in range(30)])
+    assert load_checkpoint(tmp_path / "run", which="latest")[1]["schedule_end"] is None
 
 
 def test_resuming_from_an_older_checkpoint_logs_replayed_iterations_once(tiny_corpus, tmp_path):

@@ -33,10 +33,13 @@ def option(name, help, **kwargs):
 @option("--lr", "learning rate", type=float)
 @option("--lr-decay", "multiply the learning rate by this at each epoch end after --lr-decay-after", type=float)
 @option("--lr-decay-after", "epochs before the learning rate starts decaying", type=float)
-@option("--lr-schedule", "step: char-rnn's per-epoch decay; cosine: warm-up, then cosine down to --min-lr",
+@option("--lr-schedule", "step: char-rnn's per-epoch decay, which needs no run length (a time limit just "
+        "stops it); cosine: warm-up, then cosine down to --min-lr at --lr-decay-iters, --max-iters, or an end "
+        "fitted to --max-minutes",
         type=click.Choice(["step", "cosine"]))
 @option("--warmup-iters", "cosine schedule: iterations of linear warm-up", type=int)
-@option("--lr-decay-iters", "cosine schedule: iteration where it reaches --min-lr (0 = --max-iters)", type=int)
+@option("--lr-decay-iters", "cosine schedule: iteration where it reaches --min-lr (0 = --max-iters; without "
+        "either, fitted to --max-minutes)", type=int)
 @option("--min-lr", "cosine schedule: the learning rate at its end", type=float)
 @option("--weight-decay", "decoupled weight decay (adam only)", type=float)
 @option("--grad-clip", "clamp each gradient element to +-this (0 = off), as char-rnn", type=float)
@@ -45,7 +48,10 @@ def option(name, help, **kwargs):
 @option("--test-frac", "fraction after the validation part held out for testing", type=float)
 @option("--max-epochs", "stop after this many passes over the training split (0 = no limit)", type=float)
 @option("--max-iters", "stop at this iteration (0 = no limit)", type=int)
-@option("--max-minutes", "stop after this many minutes of training, compile time excluded (0 = no limit)", type=float)
+@option("--max-minutes", "stop after this many minutes of training, compile time excluded (0 = no limit). A "
+        "cosine schedule without --max-iters or --lr-decay-iters times its first iterations and an evaluation, "
+        "then fixes (and logs) its end so that it finishes within this budget; training stops there, and "
+        "--resume keeps that end", type=float)
 @option("--print-every", "iterations between progress lines", type=int)
 @option("--eval-every", "iterations between validation runs (each saves a checkpoint and a sample)", type=int)
 @option("--checkpoint-every", "iterations between extra checkpoints (0 = at each evaluation)", type=int)

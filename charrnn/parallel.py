@@ -16,14 +16,17 @@ use pins the BLAS to one thread for good and reads the thread budget it had befo
 threads are the only parallelism.
 
 Numba's BLAS calls (np.dot, charrnn.kernels.blas) go to the library scipy.linalg.cython_blas links
-to, found among the mapped files of this process (Linux). Without it (another BLAS, another OS)
-its thread count cannot be pinned, so the batch is not split and runs as one part, as before.
+to (charrnn.machine.blas_info), pinned through threadpoolctl, which drives OpenBLAS, MKL and BLIS on
+any OS. Where it cannot be pinned (Apple's Accelerate, or charrnn.portable forcing the fallback)
+charrnn runs one thread of its own and lets the BLAS thread as it likes.
 """
 
-import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+
+from charrnn import portable
+from charrnn.machine import blas_info
 
 # OpenBLAS cores with small-matrix sgemm/dgemm kernels for M * N * K <= 100^3 (its permit functions).
 SMALL_MATRIX_CORES = ("skylakex", "cooperlake", "sapphirerapids")
@@ -35,52 +38,28 @@ _pool = None
 _pool_size = 0
 
 
-def _find_openblas():
-    """(set_num_threads, get_num_threads, core name) of the OpenBLAS Numba uses, or None."""
-    try:
-        import scipy.linalg.cython_blas as cython_blas
-
-        with open(cython_blas.__file__, "rb") as module_file:
-            module_bytes = module_file.read()
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.rsplit("/", 1)[-1].lower()}
-    except (ImportError, OSError, IndexError):
-        return None
-    for path in sorted(paths):
-        # The library cython_blas depends on has its file name in cython_blas's dynamic section;
-        # numpy's own OpenBLAS, also loaded and exporting the same names, does not.
-        if os.path.basename(path).encode() not in module_bytes:
-            continue
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        functions = {}
-        for role, names in (("set", ("openblas_set_num_threads", "scipy_openblas_set_num_threads")),
-                            ("get", ("openblas_get_num_threads", "scipy_openblas_get_num_threads")),
-                            ("core", ("openblas_get_corename", "scipy_openblas_get_corename"))):
-            functions[role] = next((getattr(library, n) for n in names if hasattr(library, n)), None)
-        if functions["set"] is None or functions["get"] is None:
-            continue
-        functions["set"].argtypes, functions["set"].restype = [ctypes.c_int], None
-        functions["get"].argtypes, functions["get"].restype = [], ctypes.c_int
-        core = ""
-        if functions["core"] is not None:
-            functions["core"].argtypes, functions["core"].restype = [], ctypes.c_char_p
-            core = (functions["core"]() or b"").decode("ascii", "replace").strip().lower()
-        return functions["set"], functions["get"], core
-    return None
-
-
 def _pinned_blas():
-    """Looks the BLAS up, reads its thread budget and pins it to one thread: (budget, core name)."""
-    found = _find_openblas()
-    if found is None:
+    """Pins the BLAS Numba uses to one thread: (thread budget it had before, its kernel's name).
+
+    None where it cannot be pinned: threadpoolctl cannot control it (Apple's Accelerate, say) or
+    it cannot be told which of the loaded BLAS libraries is Numba's.
+    """
+    if portable.FORCED:
         return None
-    set_threads, get_threads, core = found
-    budget = max(1, min(get_threads(), usable_cores()))
-    set_threads(1)
-    return budget, core
+    info = blas_info()
+    if info is None:
+        return None
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        for library in ThreadpoolController().lib_controllers:
+            if library.filepath == info["filepath"]:
+                budget = max(1, min(library.num_threads, usable_cores()))
+                library.set_num_threads(1)
+                return budget, (info.get("kernel") or "").lower()
+    except Exception:  # threadpoolctl could not drive this library: run as one part, unpinned
+        return None
+    return None
 
 
 def _blas_controls():

@@ -12,20 +12,16 @@ after a while, so a machine with fewer free cores than threads slows down rather
 so a thread announcing itself does not evict the others' slots); only its owner writes a slot.
 """
 
-import platform
-import sys
-
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from charrnn.jit import njit
+from charrnn.portable import SCHED_YIELD, X86
 
 ARRIVAL_STRIDE = 8  # int64 slots: 64 bytes
 SPINS_BEFORE_YIELD = 2000
-_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
-_YIELD_AVAILABLE = not sys.platform.startswith("win")
 
 
 def _slot_pointer(context, builder, array_type, array, index):
@@ -64,7 +60,7 @@ def spin_pause(typingctx):
     signature = types.void()
 
     def codegen(context, builder, sig, args):
-        if _X86:
+        if X86:
             pause = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
                                                    "llvm.x86.sse2.pause")
             builder.call(pause, [])
@@ -73,7 +69,7 @@ def spin_pause(typingctx):
     return signature, codegen
 
 
-if _YIELD_AVAILABLE:
+if SCHED_YIELD:
     _sched_yield = types.ExternalFunction("sched_yield", types.intc())
 
     @njit

@@ -245,9 +245,10 @@ def split_run(repeat_gemm, pieces, tile_mnk, pool):
 
 def split_rates(repeat_gemm, out, a, b, parts, tile_mnk, pool, args):
     """GFLOP/s of one product cut into `parts` pieces, one per thread, each on a single-threaded
-    BLAS (the caller sets that). "rows": slices of the batch, how charrnn's training runs (each
-    slice its whole window, never waiting for the others). "columns": slices of the output units;
-    in a recurrence those threads would have to meet after every step, which this timing leaves out.
+    BLAS (the caller sets that), as charrnn's two training plans cut it (charrnn.plan). "rows":
+    slices of the batch's streams, the "batch" plan, whose threads never wait for one another.
+    "columns": slices of the output columns, the "units" plan, whose threads meet at a barrier
+    once per step; this timing leaves the barrier out.
     """
     from charrnn.parallel import split_rows
 

@@ -7,7 +7,9 @@ Meta:    "model" (ModelConfig dict), "vocab" (Vocab dict), "iteration", "epoch",
          "corpus" (path, encoding, sha256, n_chars, val_frac, test_frac), "history", "val_loss",
          "best_val_loss", "train_seconds", "unigram" (training character frequencies, where unprimed
          samples start), plus "loader", "rng", "optimizer", "lr_scale" (halved at each divergence) and
-         "schedule_end" (where a time-budgeted cosine ends, once measured; null otherwise) for resuming.
+         "schedule_end" (where a time-budgeted cosine ends, once measured; null otherwise) for resuming,
+         and "plan" (charrnn.plan: how its windows were cut between threads), which a loaded model
+         keeps, so resuming and evaluating compute what the run computed, to the bit on one machine.
 """
 
 from pathlib import Path
@@ -18,6 +20,7 @@ from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpo
 from charrnn.data import Vocab, ids_in_vocab, load_corpus, split_corpus
 from charrnn.errors import CharrnnError
 from charrnn.model import Model, ModelConfig
+from charrnn.plan import Plan
 
 PARAM = "param/"
 
@@ -28,6 +31,7 @@ def save_model(path, model, vocab, meta=None, extra_arrays=None):
     full_meta = dict(meta or {})
     full_meta["model"] = model.config.to_dict()
     full_meta["vocab"] = vocab.to_dict()
+    full_meta["plan"] = model.plan.to_dict()
     return save_checkpoint(path, arrays, full_meta)
 
 
@@ -48,7 +52,8 @@ def model_from_checkpoint(arrays, meta, dtype=np.float32, source="the checkpoint
                 raise CharrnnError(f"parameter {name} is stored as {array.dtype}, not floating point")
             if not np.isfinite(array).all():
                 raise CharrnnError(f"parameter {name} holds NaN or infinite values")
-        model = Model(config, params=params, dtype=dtype)
+        plan = Plan.from_dict(meta["plan"]) if "plan" in meta else None  # older checkpoints: the default
+        model = Model(config, params=params, dtype=dtype, plan=plan)
     except CharrnnError as error:
         raise CharrnnError(f"{source} is not a usable charrnn checkpoint ({error}); "
                            "pick another checkpoint from the run directory or retrain") from None

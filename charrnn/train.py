@@ -40,6 +40,7 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_loss
 from charrnn.model import Model, ModelConfig, NonFiniteLoss
 from charrnn.optim import clip_grad_norm, clip_grad_value, grad_norm, make_optimizer
+from charrnn.planner import choose_plan
 from charrnn.saved import load_model, model_from_checkpoint, save_model
 
 # The Unreasonable Effectiveness post shows samples at these iterations; evaluations add more.
@@ -215,6 +216,8 @@ class Trainer:
         model_config = ModelConfig(config.model, len(self.vocab), config.hidden, config.layers, config.dropout,
                                    config.weight_drop)
         self.model = Model(model_config, params=base_params, dtype=np.float32, seed=config.seed)
+        if resume_from is None:  # a resumed run keeps the plan its checkpoint recorded
+            self.model.plan = choose_plan(model_config, config.batch_size, config.seq_length, note=log)
         hyper = {"weight_decay": config.weight_decay} if config.optimizer == "adam" else {}
         self.optimizer = make_optimizer(config.optimizer, self.model.params, config.lr, **hyper)
         self.grads = self.model.zeros_like_params()
@@ -339,7 +342,8 @@ class Trainer:
         self.log(
             f"{self.model.config.cell} {cfg.layers}x{cfg.hidden}, {self.model.num_parameters:,} parameters, "
             f"vocabulary {len(self.vocab)}, train {len(self.splits['train']):,} / val {len(self.splits['val']):,} chars, "
-            f"{self.loader.batches_per_epoch} iterations per epoch; kernels ready in {compile_seconds:.1f}s"
+            f"{self.loader.batches_per_epoch} iterations per epoch; kernels ready in {compile_seconds:.1f}s; "
+            f"{self.model.plan.describe()}"
         )
         if self._continuing:
             self._forget_metrics_after(self.iteration)
@@ -662,7 +666,7 @@ class Trainer:
 
         started = self.clock()
         params = {name: value.copy() for name, value in self.model.params.items()}
-        scratch = Model(self.model.config, params=params, dtype=np.float32)
+        scratch = Model(self.model.config, params=params, dtype=np.float32, plan=self.model.plan)
         # The run's own batch size, so the batch is cut into the same slices (and array layouts).
         batch = self.config.batch_size
         ids = np.zeros((batch, 2), dtype=np.int32)

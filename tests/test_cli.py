@@ -1,6 +1,7 @@
 """The `charrnn` entry point: version, help, and usage mistakes as one line on stderr."""
 
 import importlib
+import json
 import subprocess
 import sys
 
@@ -78,3 +79,15 @@ def test_the_overview_lists_every_command_without_importing_them():
         command = getattr(importlib.import_module(module), function)
         assert command.name == name
         assert " ".join(command.help.split()).startswith(summary.rstrip("."))
+
+
+def test_info_machine_says_what_this_machine_is_and_its_plans(capsys):
+    code, stdout, stderr = run_main(capsys, "info", "--machine")
+    assert code == 0, stderr
+    for label in ("cpu:", "blas:", "thread budget:", "plan cache:"):
+        assert label in stdout
+    code, stdout, _ = run_main(capsys, "info", "--machine", "--json")
+    details = json.loads(stdout)
+    assert details["thread_budget"] >= 1 and isinstance(details["plans"], dict)
+    code, _, stderr = run_main(capsys, "info")
+    assert code != 0 and "needs a CHECKPOINT" in stderr and "Traceback" not in stderr

@@ -7,6 +7,7 @@ from charrnn.checkpoint import load_checkpoint, save_checkpoint
 from charrnn.data import Vocab
 from charrnn.errors import CharrnnError
 from charrnn.model import Model, ModelConfig
+from charrnn.plan import Plan
 from charrnn.saved import load_model, load_split_ids, model_from_checkpoint, save_model
 
 TEXT = "abc abd abe\nfab cab dab\n" * 20
@@ -101,3 +102,19 @@ def test_malformed_split_fractions_are_reported(saved):
     corpus = {**meta["corpus"], "val_frac": "a tenth"}
     with pytest.raises(CharrnnError, match="corpus record is malformed"):
         load_split_ids({**meta, "corpus": corpus}, "val")
+
+
+def test_a_saved_model_keeps_its_plan_and_older_ones_get_the_default(tmp_path):
+    vocab = Vocab.from_text("abc", "utf-8")
+    model = Model(ModelConfig("gru", 3, 4, 1), plan=Plan("units", 2))
+    path = tmp_path / "m.npz"
+    save_model(path, model, vocab)
+    assert load_model(path)[0].plan == Plan("units", 2)
+    arrays, meta = load_checkpoint(path)
+    del meta["plan"]
+    save_checkpoint(tmp_path / "old.npz", arrays, meta)
+    assert load_model(tmp_path / "old.npz")[0].plan.split == "batch"
+    meta["plan"] = {"split": "sideways", "threads": 2}
+    save_checkpoint(tmp_path / "bad.npz", arrays, meta)
+    with pytest.raises(CharrnnError, match="not a usable charrnn checkpoint.*unknown split"):
+        load_model(tmp_path / "bad.npz")

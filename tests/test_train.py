@@ -379,3 +379,24 @@ def test_every_cell_type_trains_and_resumes(tiny_corpus, tmp_path, cell):
     model, _, meta = load_model(out, which="latest")
     assert model.config.cell == cell and meta["iteration"] == 20
     assert np.isfinite(meta["history"][-1]["val_loss"])
+
+
+@pytest.mark.parametrize("split", ["batch", "units"])
+def test_a_run_records_its_plan_and_resumes_on_it(tiny_corpus, tmp_path, monkeypatch, split):
+    """Each plan resumes bit-identically, and a resumed run keeps the recorded plan even when this
+    machine would now choose another."""
+    from charrnn.plan import Plan
+
+    monkeypatch.setattr("charrnn.plan.MIN_PART_ROWS", 1)
+    monkeypatch.setattr("charrnn.plan.MIN_PART_UNITS", 1)
+    chosen = {"plan": Plan(split, 2)}
+    monkeypatch.setattr("charrnn.train.choose_plan", lambda *args, **kwargs: chosen["plan"])
+
+    def prepare(trainer, part):
+        assert trainer.model.plan == Plan(split, 2)
+        if part == "first":  # from now on this machine would pick the other split
+            chosen["plan"] = Plan("units" if split == "batch" else "batch", 2)
+
+    straight, _, meta = assert_resume_is_exact(tiny_corpus, tmp_path, 16, 7, prepare=prepare)
+    assert meta["plan"] == {"split": split, "threads": 2}
+    assert load_model(straight)[0].plan == Plan(split, 2)

@@ -10,6 +10,7 @@ from charrnn.checkpoint import resolve_checkpoint
 from charrnn.data import BYTES, symbol_label
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import NOVELTY_LENGTHS, evaluate_loss, novel_substring_fractions
+from charrnn.plan import Plan
 from charrnn.saved import load_model, load_split_ids
 
 LN2 = math.log(2)
@@ -151,6 +152,7 @@ def checkpoint_info(path, which="best") -> dict:
         "dropout": cfg.dropout,
         "weight_drop": cfg.weight_drop,
         "parameters": int(model.num_parameters),
+        "plan": model.plan.to_dict() if "plan" in meta else None,
         "vocab_size": len(vocab),
         "vocab_mode": vocab.mode,
         "vocab": vocab.printable(),
@@ -178,12 +180,84 @@ def _duration(seconds):
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
 
+def machine_info(checkpoint=None, which="best") -> dict:
+    """What `charrnn info --machine` shows: this machine, and the plans its shapes got (and why)."""
+    from charrnn import parallel, portable
+    from charrnn.machine import blas_info, cpu_model
+    from charrnn.planner import cache_path, cached_plans, choose_plan
+
+    parallel.pin_blas()
+    details = {
+        "cpu": cpu_model(),
+        "usable_cores": parallel.usable_cores(),
+        "thread_budget": parallel.thread_budget(),
+        "blas": blas_info(),
+        "blas_pinned": bool(parallel._blas_controls()),
+        "small_gemm_tile_mnk": parallel.small_gemm_budget(),
+        "portable_fallbacks_forced": portable.FORCED,
+        "x86_pause": portable.X86,
+        "plan_cache": str(cache_path()),
+        "plans": cached_plans(),
+    }
+    if checkpoint is not None:
+        model, _, meta = load_model(resolve_checkpoint(checkpoint, which))
+        train = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
+        batch, steps = int(train.get("batch_size", 50)), int(train.get("seq_length", 100))
+        details["checkpoint_plan"] = model.plan.to_dict() if "plan" in meta else None
+        details["machine_plan"] = choose_plan(model.config, batch, steps, note=_note).to_dict()
+        details["plans"] = cached_plans()
+    return details
+
+
+def _print_machine(d):
+    from charrnn.machine import blas_summary
+
+    pinned = "pinned to 1 thread; charrnn's own threads share the work" if d["blas_pinned"] else (
+        "not pinnable here: charrnn runs one thread and the BLAS threads as it likes")
+    rows = [
+        ("cpu", f"{d['cpu']} ({d['usable_cores']} usable cores)"),
+        ("blas", f"{blas_summary(d['blas'])}; {pinned}"),
+        ("thread budget", d["thread_budget"]),
+        ("gemm tiling", f"blocks of <= {d['small_gemm_tile_mnk']:,} multiply-adds (the BLAS has small-matrix kernels)"
+         if d["small_gemm_tile_mnk"] else "none (this BLAS has no small-matrix kernels to aim for)"),
+        ("fallbacks", "forced by CHARRNN_PORTABLE=1" if d["portable_fallbacks_forced"]
+         else ("none (x86: the spin barrier uses PAUSE)" if d["x86_pause"] else "portable spin barrier (no PAUSE)")),
+        ("plan cache", d["plan_cache"]),
+    ]
+    for label, value in rows:
+        click.echo(f"{label + ':':16} {value}")
+    if "machine_plan" in d:
+        recorded = d["checkpoint_plan"]
+        click.echo(f"{'checkpoint plan:':16} {Plan.from_dict(recorded).describe() if recorded else '- (none recorded)'}"
+                   "  (what resuming and evaluating it use)")
+        click.echo(f"{'machine plan:':16} {Plan.from_dict(d['machine_plan']).describe()}  (what a new run of its shape gets)")
+    if not d["plans"]:
+        click.echo("plans chosen:    none yet (a run times the splits of its shape at its start, once per machine)")
+        return
+    click.echo("plans chosen on this machine (a training pass of each split, timed once; delete the cache to time again):")
+    for shape, entry in sorted(d["plans"].items()):
+        timings = ", ".join(f"{split} {ms:.0f} ms" for split, ms in entry.get("ms_per_pass", {}).items())
+        click.echo(f"  {shape:44} {entry.get('split')} x{entry.get('threads')}  ({timings})")
+
+
 @click.command()
-@click.argument("checkpoint", type=click.Path())
+@click.argument("checkpoint", type=click.Path(), required=False)
+@click.option("--machine", is_flag=True,
+              help="describe this machine instead: CPU, BLAS, threads and the plan each shape gets, and why "
+                   "(with CHECKPOINT: also the plan it recorded and the one its shape gets here)")
 @_JSON
 @_WHICH
-def info(checkpoint, as_json, which):
+def info(checkpoint, machine, as_json, which):
     """Describe CHECKPOINT: model, vocabulary, training progress and losses."""
+    if machine:
+        details = machine_info(checkpoint, which)
+        if as_json:
+            click.echo(json.dumps(details))
+        else:
+            _print_machine(details)
+        return
+    if checkpoint is None:
+        raise CharrnnError("info needs a CHECKPOINT (a .npz file or a run directory), or --machine")
     details = checkpoint_info(checkpoint, which)
     if as_json:
         click.echo(json.dumps(details))
@@ -195,6 +269,7 @@ def info(checkpoint, as_json, which):
         ("model", f"{d['cell']}, {d['layers']} layer{'s' if d['layers'] != 1 else ''} x {d['hidden']} hidden, "
                   f"dropout {d['dropout']}" + (f", weight drop {d['weight_drop']}" if d["weight_drop"] else "")),
         ("parameters", f"{d['parameters']:,}"),
+        ("plan", Plan.from_dict(d["plan"]).describe() if d["plan"] else "- (written before plans were recorded)"),
         ("vocabulary", f"{d['vocab_size']} symbols ({d['vocab_mode']}): {d['vocab']}"),
         ("iteration", d["iteration"]),
         ("epoch", "-" if d["epoch"] is None else f"{d['epoch']:.2f}"),

@@ -363,8 +363,14 @@ def charrnn_sampler(model, threads=None):
 def run_charrnn(hidden, args):
     from charrnn.model import Model, ModelConfig
     from charrnn.optim import clip_grad_norm, make_optimizer
+    from charrnn.plan import Plan
+    from charrnn.planner import choose_plan
 
-    model = Model(ModelConfig("lstm", vocab_size=VOCAB, hidden=hidden, layers=LAYERS), dtype=np.float32)
+    config = ModelConfig("lstm", vocab_size=VOCAB, hidden=hidden, layers=LAYERS)
+    # "auto": the plan a training run of this shape gets here (timed once per machine, then cached).
+    plan = (choose_plan(config, BATCH, STEPS, note=lambda message: print(message, file=sys.stderr))
+            if args.plan == "auto" else Plan(args.plan, max(1, args.threads)))
+    model = Model(config, dtype=np.float32, plan=plan)
     grads = model.zeros_like_params()
     optimizer = make_optimizer("adam", model.params, LR)
     batches = random_batches(8)
@@ -395,6 +401,7 @@ def run_charrnn(hidden, args):
         "sample_chars_per_s": sample_rate(sample_chunk, args.sample_chars),
         "sample_1thread_chars_per_s": sample_rate(one_thread_chunk, args.sample_chars),
         "sampler": sampler,
+        "plan": plan.split,
         "peak_rss_mb": peak_rss_mb(),
     }
 
@@ -476,7 +483,7 @@ def run_child(worker, hiddens, args):
     command = [
         sys.executable, os.path.abspath(__file__), "--worker", worker, "--hidden", ",".join(map(str, hiddens)),
         "--iters", str(args.iters), "--warmup", str(args.warmup), "--sample-chars", str(args.sample_chars),
-        "--threads", str(args.threads),
+        "--threads", str(args.threads), "--plan", args.plan,
     ] + (["--quick"] if args.quick else [])
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-cache-") as cache:
         if args.cold and worker == "charrnn":
@@ -547,6 +554,7 @@ def measure(hidden, args, with_torch, machine, torch_blas):
         "charrnn_first_call_s": median_of(ours, "first_call_s"),
         "cold_compile": args.cold,
         "sampler": ours[0]["sampler"],
+        "plan": ours[0].get("plan"),
         "peak_rss_mb": max(result["peak_rss_mb"] for result in ours),
         "torch_peak_rss_mb": max(result["peak_rss_mb"] for result in theirs) if with_torch else None,
         "cpu": machine["cpu"],
@@ -571,7 +579,7 @@ def format_row(row):
     train, torch_train = row["charrnn_train_chars_per_s"], row["torch_train_chars_per_s"]
     sample, torch_sample = row["charrnn_sample_chars_per_s"], row["torch_sample_chars_per_s"]
     return (
-        f"{row['hidden']:5d} {number(train, 10)} {number(torch_train, 10)} {ratio(train, torch_train)} "
+        f"{row['hidden']:5d} {row['plan'] or '-':>6} {number(train, 10)} {number(torch_train, 10)} {ratio(train, torch_train)} "
         f"{number(row['bound_chars_per_s'], 10)} {number(row['charrnn_fraction_of_bound'], 8, 2)} "
         f"{number(row['torch_fraction_of_bound'], 8, 2)} "
         f"{number(sample, 11)} {number(torch_sample, 9)} {ratio(sample, torch_sample)} "
@@ -580,7 +588,7 @@ def format_row(row):
     )
 
 
-TABLE_HEADER = (f"{'H':>5} {'train c/s':>10} {'torch':>10} {'ratio':>6} {'bound c/s':>10} {'of bound':>8} "
+TABLE_HEADER = (f"{'H':>5} {'plan':>6} {'train c/s':>10} {'torch':>10} {'ratio':>6} {'bound c/s':>10} {'of bound':>8} "
                 f"{'torch':>8} {'sample c/s':>11} {'torch':>9} {'ratio':>6} {'1-thread':>8} {'compile s':>9} "
                 f"{'RSS MB':>7} {'torch MB':>8}")
 
@@ -634,6 +642,8 @@ def main(argv=None):
     parser.add_argument("--cold", action="store_true", help="compile from an empty Numba cache")
     parser.add_argument("--quick", action="store_true", help="fewer iterations: a rough number fast")
     parser.add_argument("--no-torch", action="store_true", help="charrnn only")
+    parser.add_argument("--plan", choices=("auto", "batch", "units"), default="auto",
+                        help="charrnn's split between threads (auto: the one a run of the shape gets here)")
     parser.add_argument("--machine-only", action="store_true", help="the machine and its sgemm rates, no training")
     parser.add_argument("--json", action="store_true", help="one JSON object per hidden size")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)

@@ -530,7 +530,7 @@ class Trainer:
                      f"{cfg.warmup_iters}; raise --max-minutes or lower --warmup-iters")
         end = max(end, self.iteration + 1, cfg.warmup_iters + 1)  # an end already passed: the budget stops the run
         self.schedule_end = end
-        self.log(f"schedule: cosine fixed to end at iteration {end} (measured {per_iter * 1000:.3g} ms/iter over "
+        self.log(f"schedule: cosine fixed to end at iteration {end} (measured {per_iter * 1000:.0f} ms/iter over "
                  f"iterations {self.iteration - MEASURE_ITERS}-{self.iteration}, evaluations ~{per_eval:.3g} s each; "
                  f"{limit})")
         self._save(val_loss)  # again: the checkpoint just written predates the end, and a resume needs it

@@ -340,13 +340,18 @@ class Model:
                 matmul(rows, layer_input.reshape(T * B, cfg.hidden), W_x)
                 add_bias(rows, bias)
             self._cell_forward(layer, ws, state, recurrent[layer], whole)
-            layer_input = ws.h_seq[layer]
-            if use_dropout:
-                np.multiply(layer_input, ws.masks[layer], out=ws.dropped[layer])
-                layer_input = ws.dropped[layer]
+            layer_input = self._layer_output(ws, layer, use_dropout)
         if targets is not None:
             ws.targets.reshape(T, B)[...] = targets.T
         return self._output_rows(ws, slice(0, T * B), layer_input, targets is not None, want_grad, scale)
+
+    @staticmethod
+    def _layer_output(ws, layer, use_dropout):
+        """A layer's h as the layer above (or the output layer) reads it: masked when training with dropout."""
+        if not use_dropout:
+            return ws.h_seq[layer]
+        np.multiply(ws.h_seq[layer], ws.masks[layer], out=ws.dropped[layer])
+        return ws.dropped[layer]
 
     def _output_rows(self, ws, rows, top, with_targets, want_grad, scale):
         """Logits (and loss, and d loss / d logits) of time-major rows `rows` of the window."""
@@ -369,10 +374,7 @@ class Model:
             window.arrivals[:] = 0
             run_parts([partial(self._layer_forward_units, window, layer, worker, inputs, state, layer_input)
                        for worker in range(len(window.units))])
-            layer_input = ws.h_seq[layer]
-            if use_dropout:
-                np.multiply(layer_input, ws.masks[layer], out=ws.dropped[layer])
-                layer_input = ws.dropped[layer]
+            layer_input = self._layer_output(ws, layer, use_dropout)
         if targets is not None:
             ws.targets.reshape(T, B)[...] = targets.T
         return run_parts([partial(self._output_rows, ws, rows, layer_input, targets is not None, want_grad, scale)

@@ -100,19 +100,31 @@ def _escape(name: str) -> str:
     return quote(name, safe="")
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write via a temp file in the same directory so `path` is always either old or new, never half."""
+def atomic_write(path, write: Callable[[BinaryIO], None], durable: bool = True) -> None:
+    """Call write(binary file) on a temp file beside `path`, then rename it to `path`, so `path` is
+    always either the old file or the whole new one, never half of it (the directory is created
+    if missing). A failure anywhere, write's own exceptions included, removes the temp file and
+    propagates; errors of the file system are OSErrors, for the caller to word.
+
+    durable=True also fsyncs the file before the rename and the directory after it, so the new
+    file survives a power cut (checkpoints, pointers, logs). durable=False skips both: for files
+    that are derived and cheap to make again, or rewritten often (plots, pages), where an fsync
+    per write would cost more than losing the newest copy in a crash.
+    """
+    path = Path(path)
     directory = path.parent
     directory.mkdir(parents=True, exist_ok=True)
     temp_path, fd = _create_temp_file(directory, path.name)
     try:
         with os.fdopen(fd, "wb") as file:
             write(file)
-            file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
         os.replace(temp_path, path)
         temp_path = None
-        _fsync_directory(directory)  # makes the rename itself survive a power cut
+        if durable:
+            _fsync_directory(directory)  # makes the rename itself survive a power cut
     finally:
         if temp_path is not None:
             with suppress(OSError):

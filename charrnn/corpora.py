@@ -3,13 +3,17 @@
 No corpus text is shipped with the project. "tinyshakespeare" is downloaded and checked
 against a pinned sha256; "python-stdlib" is assembled from the .py files of the running
 Python's standard library, so there is always a corpus even without a network.
+
+A data directory named by the environment variable CHARRNN_DATA (laid out like data/:
+<name>/input.txt) stands in for the network: a corpus there with the pinned checksum is
+copied instead of downloaded, and `charrnn corpus default` uses its Tiny Shakespeare.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import secrets
+import shutil
 import sys
 import sysconfig
 import urllib.error
@@ -19,9 +23,11 @@ from pathlib import Path
 
 import click
 
+from charrnn.checkpoint import atomic_write
 from charrnn.errors import CharrnnError
 
 CORPUS_FILENAME = "input.txt"
+DATA_ENV = "CHARRNN_DATA"  # a data directory holding <name>/input.txt, e.g. a machine's shared copy
 STDLIB_CORPUS = "python-stdlib"
 DEFAULT_STDLIB_BYTES = 5_000_000
 _DOWNLOAD_TIMEOUT_S = 30
@@ -66,20 +72,33 @@ def fetch_corpus(name: str, dest_dir="data", url: str | None = None, progress: b
     """Make corpus `name` available under dest_dir and return its path.
 
     Downloaded corpora are verified by sha256; a file already there with the right checksum
-    is reused without touching the network. `url` replaces the registry's address (mirrors,
-    tests). "python-stdlib" is built locally (reused if already built).
+    is reused without touching the network, and so is one with the right checksum in the
+    CHARRNN_DATA directory (copied to dest_dir). `url` replaces the registry's address
+    (mirrors, tests). "python-stdlib" is built locally (reused if already built).
     Raises CharrnnError on network failure or checksum mismatch; nothing partial is left behind.
     """
     spec = _spec(name)
     dest = corpus_path(name, dest_dir)
     if spec.url is None:
-        if dest.is_file() and dest.stat().st_size > 0:
+        if _usable(dest):
             return dest
         return build_stdlib_corpus(dest)
     if dest.is_file() and file_sha256(dest) == spec.sha256:
         return dest
+    local = env_corpus_path(name)
+    if local is not None and file_sha256(local) == spec.sha256:
+        return _copy(local, dest)
     download(url or spec.url, dest, spec.sha256, label=spec.name, progress=progress)
     return dest
+
+
+def env_corpus_path(name: str) -> Path | None:
+    """CHARRNN_DATA/<name>/input.txt when the variable is set and that file is there (non-empty)."""
+    data_dir = os.environ.get(DATA_ENV)
+    if not data_dir:
+        return None
+    candidate = corpus_path(name, data_dir)
+    return candidate if _usable(candidate) else None
 
 
 def download(url: str, dest, sha256: str | None, label: str = "", progress: bool = True) -> Path:
@@ -88,32 +107,50 @@ def download(url: str, dest, sha256: str | None, label: str = "", progress: bool
     dest = Path(dest)
     label = label or dest.name
     manual = "download it yourself and pass the file's path instead"
-    fd, tmp = _temp_beside(dest)
-    try:
+
+    def write(out):
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-                    total = _content_length(response)
-                    with _Progress(label, total, enabled=progress) as bar:
-                        while block := response.read(_READ_BLOCK):
-                            out.write(block)
-                            digest.update(block)
-                            bar.update(len(block))
-            except urllib.error.HTTPError as exc:
-                raise CharrnnError(f"could not download {label}: {url} answered HTTP {exc.code} {exc.reason}; {manual}") from None
-            except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: malformed URL
-                reason = getattr(exc, "reason", None) or exc
-                raise CharrnnError(f"could not download {label} from {url} ({reason}); {manual}") from None
+        try:
+            with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
+                total = _content_length(response)
+                with _Progress(label, total, enabled=progress) as bar:
+                    while block := response.read(_READ_BLOCK):
+                        out.write(block)
+                        digest.update(block)
+                        bar.update(len(block))
+        except urllib.error.HTTPError as exc:
+            raise CharrnnError(f"could not download {label}: {url} answered HTTP {exc.code} {exc.reason}; {manual}") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: malformed URL
+            reason = getattr(exc, "reason", None) or exc
+            raise CharrnnError(f"could not download {label} from {url} ({reason}); {manual}") from None
         if sha256 is not None and digest.hexdigest() != sha256:
             raise CharrnnError(
                 f"{label} downloaded from {url} has sha256 {digest.hexdigest()}, expected {sha256} "
                 f"(corrupted or changed upstream); discarded it — {manual}"
             )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    _write_corpus(dest, write)
     return dest
+
+
+def _copy(source: Path, dest: Path) -> Path:
+    """source copied to dest atomically."""
+
+    def write(out):
+        with open(source, "rb") as file:
+            shutil.copyfileobj(file, out, _READ_BLOCK)
+
+    _write_corpus(dest, write)
+    return dest
+
+
+def _write_corpus(dest: Path, write) -> None:
+    # Durable: a corpus is reused later on the strength of being there (python-stdlib is not
+    # even checksummed), so a crash must not leave a torn one behind.
+    try:
+        atomic_write(dest, write)
+    except OSError as exc:
+        raise CharrnnError(f"cannot write {dest} ({exc.strerror or exc}); choose a writable directory") from None
 
 
 def build_stdlib_corpus(dest, max_bytes: int = DEFAULT_STDLIB_BYTES, stdlib_dir=None) -> Path:
@@ -149,31 +186,21 @@ def build_stdlib_corpus(dest, max_bytes: int = DEFAULT_STDLIB_BYTES, stdlib_dir=
     if not pieces:
         raise CharrnnError(f"no readable .py files found under {root} within {max_bytes} bytes; raise the size cap")
     dest = Path(dest)
-    fd, tmp = _temp_beside(dest)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.writelines(pieces)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        raise CharrnnError(f"cannot write {dest} ({exc.strerror}); choose a writable directory") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write_corpus(dest, lambda out: out.writelines(pieces))
     return dest
 
 
 def default_corpus_path(base_dir=None) -> Path:
-    """The corpus for the README's main run, relative to base_dir (default: cwd).
+    """The corpus for the README's main run; base_dir (default: cwd) is the project's directory.
 
-    Tiny Shakespeare if present at ../shared/data/tinyshakespeare/input.txt or
-    data/tinyshakespeare/input.txt; otherwise the offline python-stdlib corpus in data/
-    (built if missing). Never uses the network.
+    Tiny Shakespeare from the CHARRNN_DATA directory (CHARRNN_DATA/tinyshakespeare/input.txt),
+    else from base_dir/data/tinyshakespeare/input.txt (where `charrnn corpus tinyshakespeare`
+    puts it); otherwise the offline python-stdlib corpus in base_dir/data (built if missing).
+    Never uses the network.
     """
     base = Path.cwd() if base_dir is None else Path(base_dir)
-    for candidate in (
-        base / ".." / "shared" / "data" / "tinyshakespeare" / CORPUS_FILENAME,
-        corpus_path("tinyshakespeare", base / "data"),
-    ):
-        if candidate.is_file() and candidate.stat().st_size > 0:
+    for candidate in (env_corpus_path("tinyshakespeare"), corpus_path("tinyshakespeare", base / "data")):
+        if candidate is not None and _usable(candidate):
             return candidate
     return fetch_corpus(STDLIB_CORPUS, base / "data", progress=False)
 
@@ -193,16 +220,8 @@ def _spec(name: str) -> CorpusSpec:
     return CORPORA[name]
 
 
-def _temp_beside(dest: Path) -> tuple[int, Path]:
-    """An open temp file in dest's directory (created if needed), so os.replace is atomic."""
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # os.open rather than mkstemp: the finished file gets ordinary umask permissions.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        raise CharrnnError(f"cannot write in {dest.parent} ({exc.strerror}); choose a writable directory") from None
-    return fd, tmp
+def _usable(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
 
 
 def _stdlib_sources(root: Path) -> list[Path]:

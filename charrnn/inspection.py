@@ -9,15 +9,13 @@ The (T, L, H) arrays are the "quantities" a cell can be inspected by.
 """
 
 import json
-import os
-import secrets
 import zipfile
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
+from charrnn.checkpoint import atomic_write
 from charrnn.errors import CharrnnError
 from charrnn.kernels import GATE_BLOCKS, GATE_NAMES, LSTM, RNN
 
@@ -236,32 +234,18 @@ def gate_saturation(activations, left_threshold=0.1, right_threshold=0.9):
     return GateSaturation(left, right, left_threshold, right_threshold)
 
 
-def write_file_atomically(path, write):
-    """Call write(binary_stream) on a temporary file beside path, then rename it to path.
+def write_output(path, write):
+    """Write one of the files charrnn makes for people to look at (activations.npz, the page, a plot)
+    with charrnn.checkpoint.atomic_write; a file-system error becomes a CharrnnError naming path.
 
-    A failure removes the temporary file, so path is either untouched or complete. The temporary
-    file is created with mode 0o666 (not mkstemp's 0o600) so the result gets the user's umask.
+    Not durable (no fsync): these files are derived, made again by re-running, and loss.png is
+    rewritten at every evaluation of a training run.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    while True:
-        temporary = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-        try:
-            handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            break
-        except FileExistsError:
-            continue
-        except OSError as error:
-            raise CharrnnError(f"cannot write {path}: {error.strerror}; choose a writable output directory") from None
     try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException as error:
-        with suppress(OSError):
-            os.unlink(temporary)
-        if isinstance(error, OSError):
-            raise CharrnnError(f"cannot write {path}: {error}; check the directory and free disk space") from None
-        raise
+        atomic_write(path, write, durable=False)
+    except OSError as error:
+        raise CharrnnError(f"cannot write {path}: {error.strerror or error}; "
+                           "check that the directory is writable and the disk is not full") from None
 
 
 # --- activations.npz -------------------------------------------------------------------------
@@ -291,7 +275,7 @@ def save_activations_npz(path, activations, text, vocab_symbols, meta=None):
     arrays["text_codepoints"] = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
     arrays["vocab_json"] = _json_blob(list(vocab_symbols))
     arrays["meta_json"] = _json_blob(meta or {})
-    write_file_atomically(path, lambda stream: np.savez(stream, **arrays))
+    write_output(path, lambda stream: np.savez(stream, **arrays))
 
 
 def load_activations_npz(path):

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from charrnn.inspection import QUANTITY_RANGES, write_file_atomically
+from charrnn.inspection import QUANTITY_RANGES, write_output
 from charrnn.inspection import quantities as quantity_names
 
 DEFAULT_MAX_CHARS = 5000
@@ -118,7 +118,7 @@ def write_index_html(path, text, activations, ranking, vocab_symbols, meta, max_
     """Write the inspection page for `text` (its first max_chars characters at most) to path."""
     data = page_data(text, activations, ranking, vocab_symbols, meta, max_chars, max_values, quantities)
     html = _TEMPLATE.replace("__INSPECT_DATA__", script_safe_json(data))
-    write_file_atomically(path, lambda stream: stream.write(html.encode("utf-8")))
+    write_output(path, lambda stream: stream.write(html.encode("utf-8")))
 
 
 _TEMPLATE = r"""<!DOCTYPE html>

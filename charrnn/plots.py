@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from charrnn.inspection import symbol_label, write_file_atomically
+from charrnn.inspection import symbol_label, write_output
 
 GATE_TITLES = {"i": "input gate i", "f": "forget gate f", "o": "output gate o",
                "r": "reset gate r", "z": "update gate z"}
@@ -26,7 +26,7 @@ def _new_figure(width, height):
 
 
 def _save(figure, path):
-    write_file_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=DPI))
+    write_output(path, lambda stream: figure.savefig(stream, format="png", dpi=DPI))
 
 
 def plot_gate_saturation(path, saturation):

@@ -27,6 +27,7 @@ import numpy as np
 
 from charrnn.checkpoint import (
     POINTER_FILES,
+    atomic_write,
     checkpoint_name,
     load_checkpoint,
     prune_checkpoints,
@@ -266,12 +267,8 @@ class Trainer:
                 else:
                     dropped += 1
         if dropped:
-            temporary = path.with_suffix(".jsonl.tmp")
-            with open(temporary, "w", encoding="utf-8") as out:
-                out.writelines(kept)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(temporary, path)
+            # Durable: the resumed run appends to this log, which must not come back torn after a crash.
+            atomic_write(path, lambda out: out.write("".join(kept).encode("utf-8")))
     def _prepare_out_dir(self):
         try:
             self.out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import charrnn
 from charrnn import checkpoint as ckpt
 from charrnn.checkpoint import (
     FORMAT_VERSION,
+    atomic_write,
     checkpoint_name,
     list_checkpoints,
     load_checkpoint,
@@ -184,6 +185,35 @@ def test_save_fsyncs_file_and_directory(tmp_path, monkeypatch):
     assert len(synced) == 2
     if isinstance(synced[1], str):
         assert synced[1] == os.path.realpath(tmp_path)
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path, durable):
+    target = tmp_path / "out.bin"
+
+    def explode(stream):
+        stream.write(b"half")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, explode, durable=durable)
+    assert list(tmp_path.iterdir()) == []
+    atomic_write(target, lambda stream: stream.write(b"old"), durable=durable)
+    with pytest.raises(RuntimeError):
+        atomic_write(target, explode, durable=durable)
+    assert [child.name for child in tmp_path.iterdir()] == ["out.bin"] and target.read_bytes() == b"old"
+    with pytest.raises(OSError):  # the file system's errors stay OSErrors, for the caller to word
+        atomic_write(target / "below-a-file", lambda stream: stream.write(b"x"), durable=durable)
+
+
+def test_atomic_write_fsyncs_only_when_durable(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    atomic_write(tmp_path / "sub" / "fast.txt", lambda stream: stream.write(b"fast"), durable=False)
+    assert synced == [] and (tmp_path / "sub" / "fast.txt").read_bytes() == b"fast"
+    atomic_write(tmp_path / "sub" / "safe.txt", lambda stream: stream.write(b"safe"))
+    assert len(synced) == 2  # the file, then the directory
 
 
 # ----------------------------------------------------------------------------- refusing bad files

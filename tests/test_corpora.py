@@ -36,6 +36,12 @@ def server(tmp_path, monkeypatch):
     thread.join()
 
 
+@pytest.fixture(autouse=True)
+def no_data_dir(monkeypatch):
+    """Every test starts without CHARRNN_DATA, whatever the machine running them sets."""
+    monkeypatch.delenv(corpora.DATA_ENV, raising=False)
+
+
 @pytest.fixture
 def test_corpus(monkeypatch):
     """Register a corpus whose checksum matches PAYLOAD."""
@@ -154,14 +160,71 @@ def test_fetch_python_stdlib_builds_offline_then_reuses(tmp_path, monkeypatch):
 def test_default_corpus_prefers_tinyshakespeare(tmp_path, monkeypatch):
     forbid_network(monkeypatch)
     project = tmp_path / "main"
+    beside = tmp_path / "shared" / "data" / "tinyshakespeare" / "input.txt"  # a folder outside the project
+    beside.parent.mkdir(parents=True)
+    beside.write_text("beside the project\n")
     local = project / "data" / "tinyshakespeare" / "input.txt"
     local.parent.mkdir(parents=True)
     local.write_text("local copy\n")
     assert default_corpus_path(project) == local
-    shared = tmp_path / "shared" / "data" / "tinyshakespeare" / "input.txt"
-    shared.parent.mkdir(parents=True)
-    shared.write_text("shared copy\n")
-    assert default_corpus_path(project).resolve() == shared.resolve()
+    data_dir = tmp_path / "machine-data"
+    named = data_dir / "tinyshakespeare" / "input.txt"
+    named.parent.mkdir(parents=True)
+    named.write_text("the machine's copy\n")
+    monkeypatch.setenv("CHARRNN_DATA", str(data_dir))
+    assert default_corpus_path(project) == named
+    named.write_text("")  # an empty file is no corpus
+    assert default_corpus_path(project) == local
+
+
+def test_default_corpus_never_looks_outside_the_project(tmp_path, monkeypatch):
+    forbid_network(monkeypatch)
+    monkeypatch.setattr(corpora, "build_stdlib_corpus", lambda dest: build_stdlib_corpus(dest, max_bytes=5_000))
+    project = tmp_path / "main"
+    beside = tmp_path / "shared" / "data" / "tinyshakespeare" / "input.txt"
+    beside.parent.mkdir(parents=True)
+    beside.write_text("beside the project\n")
+    monkeypatch.setenv("CHARRNN_DATA", str(tmp_path / "no-such-dir"))
+    assert default_corpus_path(project) == project / "data" / "python-stdlib" / "input.txt"
+
+
+def test_env_corpus_path(tmp_path, monkeypatch):
+    assert corpora.env_corpus_path("tinyshakespeare") is None  # unset
+    monkeypatch.setenv("CHARRNN_DATA", "")
+    assert corpora.env_corpus_path("tinyshakespeare") is None
+    monkeypatch.setenv("CHARRNN_DATA", str(tmp_path))
+    assert corpora.env_corpus_path("tinyshakespeare") is None  # nothing there
+    there = tmp_path / "tinyshakespeare" / "input.txt"
+    there.parent.mkdir()
+    there.write_text("x\n")
+    assert corpora.env_corpus_path("tinyshakespeare") == there
+
+
+def test_fetch_copies_a_verified_corpus_from_the_data_dir_offline(tmp_path, test_corpus, monkeypatch):
+    forbid_network(monkeypatch)
+    data_dir = tmp_path / "machine-data"
+    (data_dir / "unit-test").mkdir(parents=True)
+    (data_dir / "unit-test" / "input.txt").write_bytes(PAYLOAD)
+    monkeypatch.setenv("CHARRNN_DATA", str(data_dir))
+    path = fetch_corpus("unit-test", tmp_path / "data")
+    assert path == tmp_path / "data" / "unit-test" / "input.txt" and path.read_bytes() == PAYLOAD
+    assert files_under(tmp_path / "data") == ["unit-test/input.txt"]
+
+
+def test_fetch_downloads_when_the_data_dir_copy_is_wrong(tmp_path, server, test_corpus, monkeypatch):
+    data_dir = tmp_path / "machine-data"
+    (data_dir / "unit-test").mkdir(parents=True)
+    (data_dir / "unit-test" / "input.txt").write_bytes(b"an edited copy")
+    monkeypatch.setenv("CHARRNN_DATA", str(data_dir))
+    path = fetch_corpus("unit-test", tmp_path / "data", url=f"{server}/input.txt", progress=False)
+    assert path.read_bytes() == PAYLOAD
+    assert (data_dir / "unit-test" / "input.txt").read_bytes() == b"an edited copy"  # left as it was
+
+
+def test_unwritable_destination_is_a_user_error(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(CharrnnError, match="cannot write .*choose a writable directory"):
+        build_stdlib_corpus(tmp_path / "a-file" / "input.txt", max_bytes=5_000)
 
 
 def test_default_corpus_falls_back_to_stdlib(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ from charrnn.features import bracket_depth, quote_feature
 from charrnn.inspection import (GateSaturation, RankedCell, ansi_cell_view, busiest_window, cell_quantities,
                                 gate_saturation, load_activations_npz, quantities, rank_cells,
                                 record_activations, save_activations_npz, select_cells, softmax,
-                                top_predictions, write_file_atomically)
+                                top_predictions, write_output)
 
 BLOCKS = {"lstm": 4, "gru": 3, "rnn": 1}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -145,16 +145,12 @@ def test_unreadable_activations_file_is_a_user_error(tmp_path):
         load_activations_npz(tmp_path / "plain.npy")
 
 
-def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
-    def explode(stream):
-        stream.write(b"half")
-        raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError):
-        write_file_atomically(tmp_path / "out.bin", explode)
-    assert list(tmp_path.iterdir()) == []
-    with pytest.raises(CharrnnError, match="cannot write"):
-        write_file_atomically(tmp_path / "missing" / "out.bin", lambda stream: stream.write(b"x"))
+def test_write_output_errors_are_user_errors(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(CharrnnError, match="cannot write .*a-file/out.bin.*disk is not full"):
+        write_output(tmp_path / "a-file" / "out.bin", lambda stream: stream.write(b"x"))
+    write_output(tmp_path / "new" / "out.bin", lambda stream: stream.write(b"x"))  # the directory is made
+    assert (tmp_path / "new" / "out.bin").read_bytes() == b"x"
 
 
 def test_ansi_view_plain_and_coloured():

@@ -14,9 +14,11 @@ from charrnn.corpora import CORPORA, default_corpus_path, fetch_corpus
 def corpus(name, dest, url, list_only):
     """Get a training corpus and print its path.
 
-    'tinyshakespeare' is downloaded and checked against a pinned sha256; 'python-stdlib' is built
-    offline from this machine's Python standard library; 'default' picks a local Tiny Shakespeare
-    if there is one, else builds python-stdlib, and never uses the network.
+    'tinyshakespeare' is downloaded and checked against a pinned sha256 (copied instead from
+    $CHARRNN_DATA/tinyshakespeare/input.txt when that file has the checksum); 'python-stdlib' is
+    built offline from this machine's Python standard library; 'default' picks a Tiny Shakespeare
+    already on disk ($CHARRNN_DATA/tinyshakespeare/input.txt, else data/tinyshakespeare/input.txt),
+    else builds python-stdlib in data/, and never uses the network.
     """
     if list_only or name is None:
         for spec in CORPORA.values():

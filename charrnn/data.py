@@ -47,8 +47,9 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint32)
 
 
-def symbol_label(symbol: str | int) -> str:
-    """A short, visible, unambiguous label for one symbol (a character or a byte value).
+def printable_symbol(symbol: str | int) -> str:
+    """A symbol (a character or a byte value) as messages and listings print it: short, visible,
+    unambiguous and plain text (every invisible symbol becomes an escape).
 
     Space becomes "␣", newline/tab/CR become \\n \\t \\r, other invisible characters and
     non-ASCII bytes become \\xNN / \\uNNNN escapes, and a backslash is doubled.
@@ -69,6 +70,33 @@ def symbol_label(symbol: str | int) -> str:
     if code <= 0xFFFF:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
+
+
+def symbol_caption(ch: str) -> str:
+    """A character as one visible glyph, for plot tick labels where an escape would not fit:
+    newline, space and tab become ↵ ␣ ⇥, other invisible spaces U+XXXX, control characters
+    their control pictures (see terminal_safe). Not unambiguous: a caption, not a message."""
+    special = {"\n": "\u21b5", " ": "\u2423", "\t": "\u21e5"}.get(ch)
+    if special:
+        return special
+    if ch.isspace() and ord(ch) >= 0x80:
+        return f"U+{ord(ch):04X}"  # line/paragraph separators and odd spaces would be invisible
+    return terminal_safe(ch)
+
+
+def terminal_safe(ch: str) -> str:
+    """ch with control characters made visible, so corpus text cannot drive the terminal
+    (newline and tab pass: they lay text out)."""
+    code = ord(ch)
+    if ch in "\n\t":
+        return ch
+    if code < 0x20:
+        return chr(0x2400 + code)  # control pictures: NUL..US -> U+2400..U+241F
+    if code == 0x7F:
+        return "\u2421"
+    if 0x80 <= code < 0xA0:
+        return "\ufffd"  # C1 controls (0x9b is CSI on some terminals)
+    return ch
 
 
 class Vocab:
@@ -150,7 +178,7 @@ class Vocab:
         ids = self._lookup[codes] if codes.max() < self._lookup.size else None
         if ids is None or ids.min() < 0:
             missing = self._missing(np.unique(codes))
-            shown = " ".join(symbol_label(s) for s in missing[:20])
+            shown = " ".join(printable_symbol(s) for s in missing[:20])
             more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
             raise CharrnnError(
                 f"text contains symbols the model never saw: {shown}{more}; use only symbols from the training corpus"
@@ -178,8 +206,8 @@ class Vocab:
         return self._codes[ids.astype(np.int64)]
 
     def labels(self) -> list[str]:
-        """Visible label of each symbol in id order (see symbol_label)."""
-        return [symbol_label(s) for s in self.symbols]
+        """Visible label of each symbol in id order (see printable_symbol)."""
+        return [printable_symbol(s) for s in self.symbols]
 
     def printable(self) -> str:
         """All symbols as one line of space-separated visible labels, in id order."""
@@ -245,7 +273,7 @@ def load_corpus(path, encoding: str = UTF8) -> Corpus:
     if symbols.size == 0:
         raise CharrnnError(f"corpus file {path} holds no text (only a byte-order mark); pass a file with some text in it")
     if symbols.size == 1:
-        only = symbol_label(int(symbols[0]) if encoding == BYTES else chr(int(symbols[0])))
+        only = printable_symbol(int(symbols[0]) if encoding == BYTES else chr(int(symbols[0])))
         raise CharrnnError(
             f"{path} contains a single distinct symbol ({only}); a language model needs at least 2 — use a real text file"
         )
@@ -265,7 +293,7 @@ def ids_in_vocab(corpus: Corpus, vocab: Vocab, owner: str = "the model") -> np.n
     as_text = bytes(symbols) if vocab.mode == BYTES else "".join(symbols)
     missing = vocab.unknown(as_text)
     if missing:
-        shown = " ".join(symbol_label(s) for s in missing[:20])
+        shown = " ".join(printable_symbol(s) for s in missing[:20])
         more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
         raise CharrnnError(f"{corpus.path} has symbols {owner} never saw: {shown}{more}; "
                            "remove them from the text or train a model from scratch")

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from charrnn.checkpoint import atomic_write
+from charrnn.data import terminal_safe
 from charrnn.errors import CharrnnError
 from charrnn.kernels import GATE_BLOCKS, GATE_NAMES, LSTM, RNN
 
@@ -308,30 +309,6 @@ def diverging_rgb(x):
     end = POSITIVE_RGB if x > 0 else NEGATIVE_RGB
     weight = abs(x)
     return tuple(round(n + (e - n) * weight) for n, e in zip(NEUTRAL_RGB, end))
-
-
-def terminal_safe(ch):
-    """ch with control characters made visible, so corpus text cannot drive the terminal."""
-    code = ord(ch)
-    if ch in "\n\t":
-        return ch
-    if code < 0x20:
-        return chr(0x2400 + code)  # control pictures: NUL..US -> U+2400..U+241F
-    if code == 0x7F:
-        return "\u2421"
-    if 0x80 <= code < 0xA0:
-        return "\ufffd"  # C1 controls (0x9b is CSI on some terminals)
-    return ch
-
-
-def symbol_label(ch):
-    """A visible one-glyph label for a character (tick labels, prediction lists)."""
-    special = {"\n": "\u21b5", " ": "\u2423", "\t": "\u21e5"}.get(ch)
-    if special:
-        return special
-    if ch.isspace() and ord(ch) >= 0x80:
-        return f"U+{ord(ch):04X}"  # line/paragraph separators and odd spaces would be invisible
-    return terminal_safe(ch)
 
 
 def _background(rgb, palette):

@@ -12,7 +12,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from charrnn.inspection import symbol_label, write_output
+from charrnn.data import symbol_caption
+from charrnn.inspection import write_output
 
 GATE_TITLES = {"i": "input gate i", "f": "forget gate f", "o": "output gate o",
                "r": "reset gate r", "z": "update gate z"}
@@ -75,7 +76,7 @@ def plot_cell_heatmap(path, text_segment, values, labels, vmin=None, vmax=None):
     figure = _new_figure(label_width + 0.15 * columns + 1.3, 0.34 * rows + 1.2)
     ax = figure.add_subplot()
     image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=vmin, vmax=vmax, interpolation="nearest")
-    ax.set_xticks(range(columns), labels=[symbol_label(ch) for ch in text_segment],
+    ax.set_xticks(range(columns), labels=[symbol_caption(ch) for ch in text_segment],
                   fontfamily="monospace", fontsize=8, parse_math=False)
     ax.tick_params(axis="x", length=0, pad=2)
     ax.set_yticks(range(rows), labels=list(labels), fontsize=8, parse_math=False)

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from charrnn.data import BYTES, symbol_label
+from charrnn.data import BYTES, printable_symbol
 from charrnn.errors import CharrnnError
 from charrnn.kernels import GRU
 from charrnn.kernels.sampling import CELL_CODES, pack_unit_columns, sample_chunk, sample_units, sampling_distribution
@@ -78,7 +78,7 @@ def encode_prime(vocab, prime, drop_unknown: bool = False, notify: Callable[[str
         return np.zeros(0, dtype=np.int64)
     unknown = vocab.unknown(prime)
     if unknown:
-        labels = " ".join(symbol_label(s) for s in unknown[:20])
+        labels = " ".join(printable_symbol(s) for s in unknown[:20])
         more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
         if not drop_unknown:
             raise CharrnnError(

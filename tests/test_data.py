@@ -11,8 +11,10 @@ from charrnn.data import (
     ids_in_vocab,
     iter_eval_windows,
     load_corpus,
+    printable_symbol,
     split_corpus,
-    symbol_label,
+    symbol_caption,
+    terminal_safe,
 )
 from charrnn.errors import CharrnnError
 
@@ -93,12 +95,23 @@ def test_decode_rejects_ids_out_of_range():
 
 
 def test_printable_labels_are_visible_and_unambiguous():
-    assert symbol_label("\n") == "\\n" and symbol_label("\t") == "\\t" and symbol_label(" ") == "␣"
-    assert symbol_label("\x07") == "\\x07" and symbol_label("\\") == "\\\\" and symbol_label("\u200b") == "\\u200b"
-    assert symbol_label("é") == "é" and symbol_label(0xC3) == "\\xc3" and symbol_label(ord("a")) == "a"
+    assert printable_symbol("\n") == "\\n" and printable_symbol("\t") == "\\t" and printable_symbol(" ") == "␣"
+    assert printable_symbol("\x07") == "\\x07" and printable_symbol("\\") == "\\\\" and printable_symbol("\u200b") == "\\u200b"
+    assert printable_symbol("é") == "é" and printable_symbol(0xC3) == "\\xc3" and printable_symbol(ord("a")) == "a"
     vocab = Vocab.from_text("b a\n\x01")
     assert vocab.printable() == "\\x01 \\n ␣ a b"
     assert len(set(Vocab.from_text(TEXT).labels())) == len(Vocab.from_text(TEXT))
+
+
+def test_symbol_captions_are_one_visible_glyph():
+    assert [symbol_caption(ch) for ch in "\n \ta\\é"] == ["\u21b5", "\u2423", "\u21e5", "a", "\\", "é"]
+    assert symbol_caption("\x1b") == "\u241b" and symbol_caption("\x7f") == "\u2421" and symbol_caption("\x9b") == "\ufffd"
+    assert symbol_caption("\u2028") == "U+2028" and symbol_caption("\u00a0") == "U+00A0"
+
+
+def test_terminal_safe_keeps_layout_and_hides_controls():
+    assert "".join(terminal_safe(ch) for ch in "a\tb\nc") == "a\tb\nc"
+    assert [terminal_safe(ch) for ch in "\x00\x1b\r\x7f\x9b"] == ["\u2400", "\u241b", "\u240d", "\u2421", "\ufffd"]
 
 
 # --- load_corpus -------------------------------------------------------------------------

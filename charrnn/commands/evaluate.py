@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from charrnn.checkpoint import resolve_checkpoint
-from charrnn.data import BYTES, symbol_label
+from charrnn.data import BYTES, printable_symbol
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import NOVELTY_LENGTHS, evaluate_loss, novel_substring_fractions
 from charrnn.plan import Plan
@@ -51,7 +51,7 @@ def encode_file(path, vocab, skip_unknown):
     if unknown:
         counts = [(s, text.count(bytes([s]) if vocab.mode == BYTES else s)) for s in unknown]
         total = sum(count for _, count in counts)
-        shown = ", ".join(f"{symbol_label(s)} ×{count}" for s, count in counts[:20])
+        shown = ", ".join(f"{printable_symbol(s)} ×{count}" for s, count in counts[:20])
         more = f", and {len(counts) - 20} more" if len(counts) > 20 else ""
         described = f"{total} characters outside the model's vocabulary ({shown}{more})"
         if not skip_unknown:

@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from charrnn.checkpoint import resolve_checkpoint
-from charrnn.data import BYTES, symbol_label
+from charrnn.data import BYTES, printable_symbol
 from charrnn.errors import CharrnnError
 from charrnn.features import builtin_features, regex_feature
 from charrnn.inspection import (QUANTITY_ORDER, QUANTITY_RANGES, ansi_cell_view, busiest_window, cell_quantities,
@@ -132,7 +132,7 @@ def _inspected_text(vocab, meta, text_arg, text_file, max_chars, drop_unknown):
         raw, source = _read_text_file(Path(text_file), vocab.mode), str(text_file)
     unknown = vocab.unknown(raw)
     if unknown and not drop_unknown:
-        shown = " ".join(symbol_label(symbol) for symbol in unknown[:20])
+        shown = " ".join(printable_symbol(symbol) for symbol in unknown[:20])
         more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
         raise CharrnnError(f"the text has {len(unknown)} symbol(s) the model never saw: {shown}{more}; "
                            "remove them or pass --drop-unknown")
@@ -140,7 +140,7 @@ def _inspected_text(vocab, meta, text_arg, text_file, max_chars, drop_unknown):
         dropped = set(unknown)
         kept = [symbol for symbol in raw if symbol not in dropped]
         raw = bytes(kept) if vocab.mode == BYTES else "".join(kept)
-        click.echo(f"dropped {len(unknown)} unknown symbol(s): {' '.join(symbol_label(s) for s in unknown[:20])}",
+        click.echo(f"dropped {len(unknown)} unknown symbol(s): {' '.join(printable_symbol(s) for s in unknown[:20])}",
                    err=True)
     raw = raw[:max_chars]
     if not raw:

@@ -178,11 +178,8 @@ class Vocab:
         ids = self._lookup[codes] if codes.max() < self._lookup.size else None
         if ids is None or ids.min() < 0:
             missing = self._missing(np.unique(codes))
-            shown = " ".join(printable_symbol(s) for s in missing[:20])
-            more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-            raise CharrnnError(
-                f"text contains symbols the model never saw: {shown}{more}; use only symbols from the training corpus"
-            )
+            raise CharrnnError(f"text contains symbols the model never saw: {symbol_list(missing)}; "
+                               "use only symbols from the training corpus")
         return ids.astype(self.dtype)
 
     def decode_bytes(self, ids) -> bytes:
@@ -293,11 +290,93 @@ def ids_in_vocab(corpus: Corpus, vocab: Vocab, owner: str = "the model") -> np.n
     as_text = bytes(symbols) if vocab.mode == BYTES else "".join(symbols)
     missing = vocab.unknown(as_text)
     if missing:
-        shown = " ".join(printable_symbol(s) for s in missing[:20])
-        more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-        raise CharrnnError(f"{corpus.path} has symbols {owner} never saw: {shown}{more}; "
+        raise CharrnnError(f"{corpus.path} has symbols {owner} never saw: {symbol_list(missing)}; "
                            "remove them from the text or train a model from scratch")
     return vocab.encode(as_text)[corpus.ids]
+
+
+# --- a user's text against a model's vocabulary (sample --prime, eval FILE, inspect --text) ----
+
+def symbol_list(symbols, counts=None, limit: int = 20) -> str:
+    """Symbols for a message: the first `limit` as printable_symbol labels, space-separated, then
+    "and N more"; with counts (one per symbol), "a ×3, b ×1, and N more"."""
+    labels = [printable_symbol(s) for s in symbols]
+    separator = " "
+    if counts is not None:
+        labels = [f"{label} ×{count}" for label, count in zip(labels, counts)]
+        separator = ", "
+    shown = separator.join(labels[:limit])
+    return shown + (f"{separator}and {len(labels) - limit} more" if len(labels) > limit else "")
+
+
+def read_text_file(path, mode: str, what: str) -> str | bytes:
+    """A user's text file as a vocabulary in `mode` reads it: its bytes (bytes mode), or its UTF-8
+    text without a leading byte-order mark. Problems are CharrnnErrors saying "cannot read {what}"."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CharrnnError(f"cannot read {what}: text file {path} does not exist; check the path") from None
+    except OSError as error:
+        raise CharrnnError(f"cannot read {what}: text file {path} cannot be opened "
+                           f"({error.strerror or error}); check the path and its permissions") from None
+    if normalize_encoding(mode) == BYTES:
+        return data
+    return _user_utf8(data, f"cannot read {what}: {path}")
+
+
+def known_text(vocab: Vocab, text: str | bytes, what: str, drop_unknown: bool = False,
+               notify=None, flag: str = "--drop-unknown", counted: bool = False) -> str | bytes:
+    """text as `vocab` reads it (bytes mode: bytes, a str UTF-8 encoded; utf-8 mode: str, bytes
+    decoded strictly without a byte-order mark) with no symbol `vocab` lacks.
+
+    Symbols outside the vocabulary are a CharrnnError naming them (what: the text's name in the
+    message; flag: the option that drops them), or with drop_unknown are removed and notify(note)
+    is told which. counted: list how often each occurs (where the amount of text matters, as for
+    a loss); the listing is symbol_list's either way.
+    """
+    if vocab.mode == BYTES:
+        if isinstance(text, str):  # undecodable bytes the terminal passed (surrogates) are bytes again
+            text = text.encode("utf-8", "surrogateescape")
+        text = bytes(text)
+    elif isinstance(text, (bytes, bytearray)):
+        text = _user_utf8(bytes(text), what)
+    elif not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CharrnnError(f"{what} is not valid UTF-8 (the terminal passed bytes that are not UTF-8); "
+                               "put the text in a UTF-8 file instead") from None
+    unknown = vocab.unknown(text)
+    if not unknown:
+        return text
+    if counted:
+        counts = [text.count(bytes([s]) if vocab.mode == BYTES else s) for s in unknown]
+        refused = noted = f"{sum(counts)} characters outside the model's vocabulary ({symbol_list(unknown, counts)})"
+    else:
+        refused = f"{len(unknown)} symbol(s) the model never saw: {symbol_list(unknown)}"
+        noted = f"{len(unknown)} unknown symbol(s): {symbol_list(unknown)}"
+    if not drop_unknown:
+        raise CharrnnError(f"{what} has {refused}; remove them or pass {flag}")
+    if vocab.mode == BYTES:
+        text = text.translate(None, bytes(unknown))
+    else:
+        text = text.translate({ord(s): None for s in unknown})
+    if notify is not None:
+        notify(f"dropped {noted}")
+    return text
+
+
+def _user_utf8(data: bytes, subject: str) -> str:
+    """data decoded as UTF-8 without a leading byte-order mark (it marks the encoding, it is not text)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CharrnnError(
+            f"{subject} is not valid UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}), "
+            "but the model reads UTF-8 characters; convert it to UTF-8"
+        ) from None
+    return text.removeprefix(_BOM)
 
 
 def _codepoint_chunks(text: str) -> Iterator[np.ndarray]:

@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from charrnn.data import BYTES, printable_symbol
+from charrnn.data import BYTES, known_text
 from charrnn.errors import CharrnnError
 from charrnn.kernels import GRU
 from charrnn.kernels.sampling import CELL_CODES, pack_unit_columns, sample_chunk, sample_units, sampling_distribution
@@ -61,37 +61,14 @@ def check_length(length: int) -> None:
 
 # ------------------------------------------------------------------------------------ prime text
 def encode_prime(vocab, prime, drop_unknown: bool = False, notify: Callable[[str], None] | None = None) -> np.ndarray:
-    """Ids of the prime text (str, or bytes), int64; unknown symbols raise or are dropped with a note."""
-    if prime is None:
-        prime = ""
-    if vocab.mode == BYTES:
-        prime = prime.encode("utf-8") if isinstance(prime, str) else bytes(prime)
-    elif isinstance(prime, (bytes, bytearray)):
-        try:
-            prime = bytes(prime).decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise CharrnnError(
-                f"the prime text is not valid UTF-8 (byte 0x{prime[error.start]:02x} at offset {error.start}); "
-                "save it as UTF-8"
-            ) from None
-    if not prime:
-        return np.zeros(0, dtype=np.int64)
-    unknown = vocab.unknown(prime)
-    if unknown:
-        labels = " ".join(printable_symbol(s) for s in unknown[:20])
-        more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
-        if not drop_unknown:
-            raise CharrnnError(
-                f"the prime text contains characters the model never saw: {labels}{more}; "
-                "remove them or pass --drop-unknown to drop them"
-            )
-        if vocab.mode == BYTES:
-            prime = prime.translate(None, bytes(unknown))
-        else:
-            prime = prime.translate({ord(s): None for s in unknown})
-        if notify is not None:
-            left = "" if prime else "; nothing is left, so sampling starts without a prime"
-            notify(f"dropped characters the model never saw from the prime: {labels}{more}{left}")
+    """Ids of the prime text (str, or bytes), int64; unknown symbols raise or are dropped with a note
+    (see charrnn.data.known_text)."""
+    notes = []
+    prime = known_text(vocab, prime or "", "the prime text", drop_unknown, notes.append)
+    if notify is not None:
+        left = "" if prime else "; nothing is left, so sampling starts without a prime"
+        for note in notes:
+            notify(f"{note}{left}")
     return vocab.encode(prime).astype(np.int64)
 
 

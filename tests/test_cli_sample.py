@@ -72,6 +72,9 @@ def test_prime_file_output_file_and_beam(saved, tmp_path):
         model, vocab, 25, prime="«text»", seed=2)[0].rstrip("\n")
     beam = run("sample", path, "-n", 15, "--beam", 3, "--prime", "with").stdout_bytes.decode()
     assert beam == beam_search(model, vocab, "with", 15, 3) + "\n"
+    prime_file.write_bytes("\ufeff«text»".encode("utf-8"))  # a byte-order mark marks the encoding: not text
+    again = run("sample", path, "-n", 25, "--prime-file", prime_file, "--seed", 2).stdout_bytes
+    assert again.decode("utf-8") == target.read_text(encoding="utf-8")
 
 
 def test_drop_unknown_notes_what_was_dropped(saved, capsys):

@@ -295,3 +295,53 @@ def test_ids_in_a_wider_vocabulary(tmp_path):
         ids_in_vocab(corpus, Vocab.from_text("ab !"))
     with pytest.raises(CharrnnError, match="--encoding bytes"):
         ids_in_vocab(corpus, Vocab.from_text(b"abc ", "bytes"))
+
+
+# --- a user's text against a model's vocabulary --------------------------------------------------
+
+def test_symbol_list_shows_twenty_then_how_many_more():
+    assert data.symbol_list(["a", " ", "\n"]) == "a ␣ \\n"
+    letters = [chr(c) for c in range(ord("a"), ord("a") + 25)]
+    assert data.symbol_list(letters) == " ".join(letters[:20]) + " and 5 more"
+    assert data.symbol_list(["Q", 0xC3], counts=[2, 1]) == "Q ×2, \\xc3 ×1"
+    assert data.symbol_list(letters, counts=range(25), limit=2) == "a ×0, b ×1, and 23 more"
+
+
+def test_read_text_file_strips_the_bom_and_checks_utf8(tmp_path):
+    path = write(tmp_path, "\ufeffcafé\ufeff")
+    assert data.read_text_file(path, "utf-8", "the prime file") == "café\ufeff"  # only a leading BOM is a mark
+    assert data.read_text_file(path, "bytes", "the prime file") == "\ufeffcafé\ufeff".encode("utf-8")  # raw
+    bad = write(tmp_path, b"ab\xffc", "bad.txt")
+    with pytest.raises(CharrnnError, match=r"cannot read the text: .*bad.txt is not valid UTF-8 text \(byte 0xff at offset 2\)"):
+        data.read_text_file(bad, "utf-8", "the text")
+    assert data.read_text_file(bad, "bytes", "the text") == b"ab\xffc"
+    with pytest.raises(CharrnnError, match="cannot read the prime file: text file .*missing.txt does not exist"):
+        data.read_text_file(tmp_path / "missing.txt", "utf-8", "the prime file")
+    with pytest.raises(CharrnnError, match="cannot read the prime file: text file .* cannot be opened"):
+        data.read_text_file(tmp_path, "utf-8", "the prime file")  # a directory
+
+
+def test_known_text_refuses_or_drops_unknown_symbols():
+    vocab = Vocab.from_text("abc \n")
+    assert data.known_text(vocab, "a b\n", "the text") == "a b\n"
+    with pytest.raises(CharrnnError, match=r"^the text has 2 symbol\(s\) the model never saw: Z é; remove them or pass --drop-unknown$"):
+        data.known_text(vocab, "a éZ", "the text")
+    notes = []
+    assert data.known_text(vocab, "a éZZ", "the text", drop_unknown=True, notify=notes.append) == "a "
+    assert notes == ["dropped 2 unknown symbol(s): Z é"]
+    with pytest.raises(CharrnnError, match=r"x.txt has 3 characters outside the model's vocabulary \(Z ×2, é ×1\); "
+                                           r"remove them or pass --skip-unknown"):
+        data.known_text(vocab, "a éZZ", "x.txt", flag="--skip-unknown", counted=True)
+    assert data.known_text(vocab, "\ufeffab".encode("utf-8"), "the text") == "ab"  # bytes are decoded, BOM and all
+    with pytest.raises(CharrnnError, match="the prime text is not valid UTF-8 text"):
+        data.known_text(vocab, b"a\xff", "the prime text")
+    with pytest.raises(CharrnnError, match="the text is not valid UTF-8"):
+        data.known_text(vocab, "a\udcff", "the text")  # what a terminal's undecodable byte becomes
+
+
+def test_known_text_in_bytes_mode():
+    vocab = Vocab.from_text(b"ab\xc3", "bytes")
+    assert data.known_text(vocab, "a\udcc3b", "the text") == b"a\xc3b"  # the terminal's byte, as it was
+    notes = []
+    assert data.known_text(vocab, b"a\xffb\x00", "the text", drop_unknown=True, notify=notes.append) == b"ab"
+    assert notes == ["dropped 2 unknown symbol(s): \\x00 \\xff"]

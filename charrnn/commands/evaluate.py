@@ -2,12 +2,11 @@
 
 import json
 import math
-from pathlib import Path
 
 import click
 
 from charrnn.checkpoint import resolve_checkpoint
-from charrnn.data import BYTES, printable_symbol
+from charrnn.data import BYTES, known_text, read_text_file
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import NOVELTY_LENGTHS, evaluate_loss, novel_substring_fractions
 from charrnn.plan import Plan
@@ -23,44 +22,11 @@ def _note(message):
     click.echo(f"charrnn: note: {message}", err=True)
 
 
-def _read_bytes(path, what):
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise CharrnnError(f"cannot read {what} {path} ({error.strerror or error}); check the path") from None
-
-
-def _as_vocab_text(data, vocab, path):
-    """File bytes as the vocabulary reads them: raw bytes, or UTF-8 text without a byte-order mark."""
-    if vocab.mode == BYTES:
-        return data
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise CharrnnError(
-            f"{path} is not valid UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}), "
-            "but the model reads UTF-8 characters; convert the file"
-        ) from None
-    return text[1:] if text.startswith("\ufeff") else text
-
-
 def encode_file(path, vocab, skip_unknown):
-    """Ids of a text file in the checkpoint's vocabulary; symbols outside it are an error or dropped."""
-    text = _as_vocab_text(_read_bytes(path, "file"), vocab, path)
-    unknown = vocab.unknown(text)
-    if unknown:
-        counts = [(s, text.count(bytes([s]) if vocab.mode == BYTES else s)) for s in unknown]
-        total = sum(count for _, count in counts)
-        shown = ", ".join(f"{printable_symbol(s)} ×{count}" for s, count in counts[:20])
-        more = f", and {len(counts) - 20} more" if len(counts) > 20 else ""
-        described = f"{total} characters outside the model's vocabulary ({shown}{more})"
-        if not skip_unknown:
-            raise CharrnnError(f"{path} contains {described}; pass --skip-unknown to leave them out")
-        if vocab.mode == BYTES:
-            text = text.translate(None, bytes(unknown))
-        else:
-            text = text.translate({ord(s): None for s in unknown})
-        _note(f"skipped {described}")
+    """Ids of a text file in the checkpoint's vocabulary; symbols outside it are an error or left out."""
+    text = read_text_file(path, vocab.mode, "the file to evaluate")
+    # Counted: how many characters are left out changes the loss, so the message says.
+    text = known_text(vocab, text, str(path), skip_unknown, _note, flag="--skip-unknown", counted=True)
     ids = vocab.encode(text)
     if len(ids) < 2:
         raise CharrnnError(f"{path} has {len(ids)} usable characters; the loss needs at least 2")
@@ -107,7 +73,7 @@ def evaluate(checkpoint, file, split, batch_size, seq_length, skip_unknown, nove
         result.update(evaluate_loss(model, ids, batch_size, seq_length))
 
     if novelty_file is not None:
-        sample_text = _as_vocab_text(_read_bytes(novelty_file, "sample file"), vocab, novelty_file)
+        sample_text = read_text_file(novelty_file, vocab.mode, "the sample file")
         train_text = _decoded_split(vocab, load_split_ids(meta, "train"))
         result["novelty_file"] = str(novelty_file)
         result["train_chars"] = len(train_text)

@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from charrnn.checkpoint import resolve_checkpoint
-from charrnn.data import BYTES, printable_symbol
+from charrnn.data import BYTES, known_text, read_text_file
 from charrnn.errors import CharrnnError
 from charrnn.features import builtin_features, regex_feature
 from charrnn.inspection import (QUANTITY_ORDER, QUANTITY_RANGES, ansi_cell_view, busiest_window, cell_quantities,
@@ -124,46 +124,15 @@ def _inspected_text(vocab, meta, text_arg, text_file, max_chars, drop_unknown):
         return _display_text(vocab, ids), np.asarray(ids, dtype=np.int64), f"validation split of {where}"
     if text_arg is not None:
         raw, source = text_arg, "--text"
-        if vocab.mode == BYTES:
-            raw = raw.encode("utf-8", "surrogateescape")
-        elif any("\ud800" <= ch <= "\udfff" for ch in raw):
-            raise CharrnnError("--text is not valid UTF-8 (the terminal passed undecodable bytes); use --text-file")
     else:
-        raw, source = _read_text_file(Path(text_file), vocab.mode), str(text_file)
-    unknown = vocab.unknown(raw)
-    if unknown and not drop_unknown:
-        shown = " ".join(printable_symbol(symbol) for symbol in unknown[:20])
-        more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
-        raise CharrnnError(f"the text has {len(unknown)} symbol(s) the model never saw: {shown}{more}; "
-                           "remove them or pass --drop-unknown")
-    if unknown:
-        dropped = set(unknown)
-        kept = [symbol for symbol in raw if symbol not in dropped]
-        raw = bytes(kept) if vocab.mode == BYTES else "".join(kept)
-        click.echo(f"dropped {len(unknown)} unknown symbol(s): {' '.join(printable_symbol(s) for s in unknown[:20])}",
-                   err=True)
-    raw = raw[:max_chars]
+        raw, source = read_text_file(text_file, vocab.mode, "the text to inspect"), str(text_file)
+    given = bool(raw)
+    raw = known_text(vocab, raw, "the text", drop_unknown, lambda note: click.echo(note, err=True))[:max_chars]
     if not raw:
-        raise CharrnnError(f"the text from {source} is empty{' after dropping unknown symbols' if unknown else ''}; "
+        raise CharrnnError(f"the text from {source} is empty{' after dropping unknown symbols' if given else ''}; "
                            "give a text with some characters")
     ids = np.asarray(vocab.encode(raw), dtype=np.int64)
     return _display_text(vocab, ids), ids, source
-
-
-def _read_text_file(path, mode):
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CharrnnError(f"text file {path} does not exist; check the path") from None
-    except OSError as error:
-        raise CharrnnError(f"cannot read text file {path} ({error.strerror}); check its permissions") from None
-    if mode == BYTES:
-        return data
-    try:
-        return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as error:
-        raise CharrnnError(f"{path} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
-                           "the model reads UTF-8") from None
 
 
 def _display_text(vocab, ids):

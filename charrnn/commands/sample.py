@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from charrnn.checkpoint import resolve_checkpoint
+from charrnn.data import BYTES, read_text_file
 from charrnn.errors import CharrnnError, OutputClosed
 from charrnn.sampling import beam_search, check_controls, check_length, generate, start_logits
 from charrnn.saved import load_model
@@ -14,13 +15,6 @@ from charrnn.saved import load_model
 
 def _note(message):
     click.echo(f"charrnn: note: {message}", err=True)
-
-
-def _read_prime_file(path):
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise CharrnnError(f"cannot read the prime file {path} ({error.strerror or error}); check the path") from None
 
 
 def _start_probs(meta, vocab_size):
@@ -89,7 +83,9 @@ def sample(checkpoint, temperature, argmax, length, prime, prime_file, seed, top
         if argmax or top_k or top_p < 1.0 or temperature != 1.0 or num_samples != 1:
             raise CharrnnError("--beam finds the single most likely text; drop --argmax, --temperature, "
                                "--top-k, --top-p and --num-samples")
-    prime_text = _read_prime_file(prime_file) if prime_file is not None else (prime or "")
+    # Read as bytes, before the model loads: a missing file fails early, and the prime's decoding
+    # (UTF-8 without a byte-order mark, for a utf-8 model) is encode_prime's, whatever the source.
+    prime_text = read_text_file(prime_file, BYTES, "the prime file") if prime_file is not None else (prime or "")
 
     source = resolve_checkpoint(checkpoint, which)
     if output is not None and Path(output).is_file() and Path(output).samefile(source):

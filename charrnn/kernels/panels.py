@@ -1,0 +1,165 @@
+"""Products with a weight matrix packed once into column panels, for the per-step recurrent products.
+
+A recurrent step multiplies a thin matrix (B rows, or fewer) by the same W_h at every one of T steps.
+A BLAS packs W_h into its own layout at every call, which at large H costs about as much as the
+arithmetic; here W is packed once per window (`pack_panels`) and every step reuses it.
+
+`product_tile` computes a 4-row tile of out = a @ W over one panel: 4 x 2 vector accumulators stay in
+registers through the whole depth, each step one fused multiply-add per accumulator. It is written in
+LLVM IR (Numba has no vector types), with llvm.fma on <8 x float> or <4 x double>, which LLVM lowers to
+whatever the CPU has. Each output element is the fma chain over k = 0, 1, ..., K-1 from zero (or from
+its old value when accumulating), whatever the tile, panel or number of rows around it, so a row's
+result does not depend on how a batch or a layer is cut between threads.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from charrnn.jit import njit
+from charrnn.kernels.blas import gemm_tiled
+
+TILE_ROWS = 4
+
+
+def _lanes(dtype):
+    return 8 if dtype == types.float32 else 4
+
+
+@intrinsic
+def product_tile(typingctx, out, a, panel, row, column, accumulate):
+    """out[row:row+4, column:column+W] (+)= a[row:row+4] @ panel, panel (K, W) with W = 2 vectors."""
+    signature = types.void(out, a, panel, types.intp, types.intp, types.boolean)
+
+    def codegen(context, builder, sig, args):
+        out_type, a_type, panel_type = sig.args[:3]
+        dtype = out_type.dtype
+        element = context.get_data_type(dtype)
+        lanes = _lanes(dtype)
+        vector = ir.VectorType(element, lanes)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                             f"llvm.fma.v{lanes}f{64 if dtype == types.float64 else 32}")
+        out_array = context.make_array(out_type)(context, builder, args[0])
+        a_array = context.make_array(a_type)(context, builder, args[1])
+        panel_array = context.make_array(panel_type)(context, builder, args[2])
+        row, column, accumulate = args[3], args[4], args[5]
+        out_rows, _ = cgutils.unpack_tuple(builder, out_array.strides, 2)
+        a_rows, a_columns = cgutils.unpack_tuple(builder, a_array.strides, 2)
+        panel_rows, _ = cgutils.unpack_tuple(builder, panel_array.strides, 2)
+        depth, _ = cgutils.unpack_tuple(builder, panel_array.shape, 2)
+        size = context.get_constant(types.intp, context.get_abi_sizeof(element))
+        byte = ir.IntType(8).as_pointer()
+
+        def address(base, offset, kind):
+            return builder.bitcast(builder.gep(builder.bitcast(base, byte), [offset]), kind.as_pointer())
+
+        def out_slot(r, half):
+            offset = builder.add(builder.mul(builder.add(row, ir.Constant(row.type, r)), out_rows),
+                                 builder.mul(builder.add(column, ir.Constant(column.type, half * lanes)), size))
+            return address(out_array.data, offset, vector)
+
+        accumulators = []
+        for r in range(TILE_ROWS):
+            for half in range(2):
+                slot = cgutils.alloca_once(builder, vector)
+                start = builder.select(accumulate, builder.load(out_slot(r, half), align=1),
+                                       ir.Constant(vector, None))
+                builder.store(start, slot)
+                accumulators.append(slot)
+        with cgutils.for_range(builder, depth) as loop:
+            k = loop.index
+            weights = [builder.load(address(panel_array.data,
+                                            builder.add(builder.mul(k, panel_rows),
+                                                        ir.Constant(k.type, half * lanes * context.get_abi_sizeof(element))),
+                                            vector), align=1) for half in range(2)]
+            for r in range(TILE_ROWS):
+                offset = builder.add(builder.mul(builder.add(row, ir.Constant(row.type, r)), a_rows),
+                                     builder.mul(k, a_columns))
+                x = builder.load(address(a_array.data, offset, element))
+                splat = builder.insert_element(ir.Constant(vector, None), x, ir.Constant(ir.IntType(32), 0))
+                splat = builder.shuffle_vector(splat, ir.Constant(vector, None),
+                                               ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+                for half in range(2):
+                    slot = accumulators[2 * r + half]
+                    builder.store(builder.call(fma, [splat, weights[half], builder.load(slot)]), slot)
+        for r in range(TILE_ROWS):
+            for half in range(2):
+                builder.store(builder.load(accumulators[2 * r + half]), out_slot(r, half), align=1)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+PANEL_MIN_STEPS = 4  # shorter windows (one sampling step) do not repay packing W: they call the BLAS
+
+
+@njit
+def panel_width(W):
+    """Columns per panel: two vectors of the element type."""
+    return 16 if W.itemsize == 4 else 8
+
+
+@njit
+def pack_panels(panels, W):
+    """panels (P, K, width)[p] = W[:, p*width : (p+1)*width], zero beyond W's last column."""
+    P, K, width = panels.shape
+    N = W.shape[1]
+    for p in range(P):
+        for k in range(K):
+            for j in range(width):
+                column = p * width + j
+                panels[p, k, j] = W[k, column] if column < N else 0.0
+
+
+@njit
+def packed_weights(W, steps):
+    """W (K, N) packed for `steps` per-step products; empty (no panels) when too few steps repay it."""
+    width = panel_width(W)
+    if steps < PANEL_MIN_STEPS:
+        return np.zeros((0, W.shape[0], width), W.dtype)
+    panels = np.empty(((W.shape[1] + width - 1) // width, W.shape[0], width), W.dtype)
+    pack_panels(panels, W)
+    return panels
+
+
+@njit
+def product_space(rows, W, panels):
+    """An output array for step_product: N columns, rounded up to whole panels when packed."""
+    columns = panels.shape[0] * panels.shape[2] if panels.shape[0] else W.shape[1]
+    return np.empty((rows, columns), W.dtype)
+
+
+@njit
+def step_product(out, a, W, panels, accumulate, tile_mnk):
+    """out[:, :N] (+)= a @ W (N = W's columns): on W's panels, or through the BLAS without them."""
+    if panels.shape[0] == 0:
+        gemm_tiled(out[:, : W.shape[1]], a, W, 1.0 if accumulate else 0.0, tile_mnk)
+    else:
+        panel_product(out, a, panels, accumulate)
+
+
+@njit
+def panel_product(out, a, panels, accumulate):
+    """out (M, >= P*width) (+)= a (M, K) @ W, W packed by pack_panels. Rows left over from the 4-row
+    tiles go through the same tile on a zero-padded copy, so every row is computed the same way."""
+    M = a.shape[0]
+    P, K, width = panels.shape
+    full = M - M % TILE_ROWS
+    spare_a = np.zeros((TILE_ROWS, K if full < M else 0), a.dtype)
+    spare_out = np.zeros((TILE_ROWS, width if full < M else 0), a.dtype)
+    for p in range(P):
+        column = p * width
+        for row in range(0, full, TILE_ROWS):
+            product_tile(out, a, panels[p], row, column, accumulate)
+        if full < M:
+            for r in range(M - full):
+                for k in range(K):
+                    spare_a[r, k] = a[full + r, k]
+                for j in range(width):
+                    spare_out[r, j] = out[full + r, column + j] if accumulate else 0.0
+            product_tile(spare_out, spare_a, panels[p], 0, 0, accumulate)
+            for r in range(M - full):
+                for j in range(width):
+                    out[full + r, column + j] = spare_out[r, j]

@@ -14,9 +14,10 @@ output layer; `dropout`), and DropConnect on the recurrent weights (`weight_drop
 drop): each window multiplies every W_h by its own Bernoulli(1 - p) / (1 - p) mask, the same at every
 step, so the state's own path is regularised without breaking what it carries from step to step.
 
-A batch's streams are independent, so forward and backward cut them into slices that run at once
-on threads with single-threaded BLAS (charrnn.parallel); the slices' gradients are summed. The cut
-depends only on B and the BLAS thread budget, so a run on one machine is reproducible bit for bit.
+Forward and backward run on several threads (the BLAS itself on one, charrnn.parallel), cut as the
+model's plan says (charrnn.plan): by streams, each thread a slice of the batch whose gradients are
+summed, or by hidden units, each thread its share of every layer's units for all streams, meeting
+the others once per step. A plan is a value, so one machine reproduces a run bit for bit.
 """
 
 from dataclasses import asdict, dataclass
@@ -43,7 +44,7 @@ from charrnn.kernels.recurrent import (
     rnn_backward,
     rnn_forward,
 )
-from charrnn.kernels.sync import ARRIVAL_STRIDE
+from charrnn.kernels.sync import ARRIVAL_STRIDE, give_up
 from charrnn.parallel import pin_blas, run_parts, small_gemm_budget, split_rows, thread_budget
 from charrnn.plan import Plan, unit_permutation, unit_ranges
 
@@ -133,7 +134,8 @@ def init_params(config, seed=0, dtype=np.float32):
 
 class _Workspace:
     """Arrays for one slice of streams of one window shape, reused so a training step allocates
-    nothing large. Each slice runs on its own thread, so nothing here is shared between slices."""
+    nothing large. In the batch split each slice has its own; in the units split one holds every
+    stream and the threads share it, each writing only its own units and gate columns."""
 
     def __init__(self, config, batch, steps, dtype):
         L, H, GH, V = config.layers, config.hidden, config.gate_width, config.vocab_size
@@ -183,9 +185,10 @@ class _Window:
                       for layer in range(L)]
         self.weights = None  # per forward: the grouped weights it used, for its backward
 
-    def grouped_weights(self, params, recurrent):
-        """Per layer: W_x and b with the gate axis grouped, and each thread's columns of W_h (for
-        the forward) and rows of W_h transposed (for the backward) as contiguous copies."""
+    def grouped_weights(self, params, recurrent, for_backward):
+        """Per layer: W_x and b with the gate axis grouped, each thread's columns of W_x (layers
+        above 0, whose input is a product) and of W_h as contiguous copies, and, for a backward,
+        each thread's rows of W_h transposed."""
         layers = []
         for layer, W_h in enumerate(recurrent):
             W_x = params[f"layer{layer}.W_x"][:, self.perm]
@@ -193,12 +196,22 @@ class _Window:
             G = len(self.perm) // W_h.shape[0]
             layers.append({
                 "W_x": W_x,
-                "W_x_columns": [np.ascontiguousarray(W_x[:, G * f : G * (f + n)]) for f, n in self.units],
+                "W_x_columns": [np.ascontiguousarray(W_x[:, G * f : G * (f + n)]) for f, n in self.units] if layer else None,
                 "b": params[f"layer{layer}.b"][self.perm],
                 "W_h_columns": [np.ascontiguousarray(W_h[:, G * f : G * (f + n)]) for f, n in self.units],
-                "W_h_T_rows": [np.ascontiguousarray(W_h[f : f + n].T) for f, n in self.units],
+                "W_h_T_rows": [np.ascontiguousarray(W_h[f : f + n].T) for f, n in self.units] if for_backward else None,
             })
         return layers
+
+
+def _meeting_safely(window, worker, task, *args):
+    """Runs one thread's share of a units-split layer; if it fails (an error, or Ctrl-C between two
+    kernels) the other threads are let through their remaining meetings before it re-raises."""
+    try:
+        task(*args)
+    except BaseException:
+        give_up(window.arrivals, worker)
+        raise
 
 
 class Model:
@@ -368,11 +381,12 @@ class Model:
         output rows each thread scored."""
         cfg, ws = self.config, window.parts[0]
         B, T = inputs.shape
-        window.weights = window.grouped_weights(self.params, recurrent)
+        window.weights = window.grouped_weights(self.params, recurrent, want_grad)
         layer_input = None
         for layer in range(cfg.layers):
             window.arrivals[:] = 0
-            run_parts([partial(self._layer_forward_units, window, layer, worker, inputs, state, layer_input)
+            run_parts([partial(_meeting_safely, window, worker, self._layer_forward_units, window, layer, worker,
+                               inputs, state, layer_input)
                        for worker in range(len(window.units))])
             layer_input = self._layer_output(ws, layer, use_dropout)
         if targets is not None:
@@ -522,7 +536,8 @@ class Model:
                 dh_last = np.ascontiguousarray(dfinal_state[0, layer], dtype=self.dtype)
                 dc_last = np.ascontiguousarray(dfinal_state[1, layer], dtype=self.dtype)
             window.arrivals[:] = 0
-            run_parts([partial(self._layer_backward_units, window, layer, worker, grads, inputs, state,
+            run_parts([partial(_meeting_safely, window, worker, self._layer_backward_units, window, layer, worker,
+                               grads, inputs, state,
                                dstate[0, layer], dstate[1, layer], dh_last, dc_last, use_dropout)
                        for worker in range(len(window.units))])
         for layer in range(cfg.layers):

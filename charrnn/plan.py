@@ -56,12 +56,18 @@ class Plan:
     def from_dict(cls, values):
         try:
             return cls(split=str(values["split"]), threads=int(values["threads"]))
-        except (KeyError, TypeError, ValueError) as error:
+        except KeyError as error:
+            raise CharrnnError(f"a recorded plan has no {error.args[0]!r}; expected split and threads") from None
+        except (TypeError, ValueError) as error:
             raise CharrnnError(f"a recorded plan is malformed ({error}); expected split and threads") from None
 
-    def describe(self):
+    def describe(self, batch=None, hidden=None):
+        """In words; given a window's shape, with the threads it really uses there."""
+        threads = self.threads if batch is None else self.parts(batch, hidden)
+        if threads == 1 and batch is not None:
+            return f"one thread ({self.split} split of {self.threads} threads, too small a window to cut)"
         what = "streams" if self.split == "batch" else "hidden units"
-        return f"{self.split} split ({what} shared between {self.threads} thread{'s' if self.threads != 1 else ''})"
+        return f"{self.split} split ({what} shared between {threads} thread{'s' if threads != 1 else ''})"
 
 
 def unit_ranges(hidden, workers):

@@ -62,40 +62,58 @@ def candidates(config, batch: int, threads: int) -> list[Plan]:
 
 
 def read_cache(path: Path, note) -> dict:
+    """The cache's machines and shapes; a malformed file or entry is noted and left out."""
+    empty = {"version": CACHE_VERSION, "machines": {}}
     try:
         with open(path, encoding="utf-8") as file:
             cache = json.load(file)
-        if cache.get("version") != CACHE_VERSION or not isinstance(cache.get("machines"), dict):
+        if not isinstance(cache, dict) or cache.get("version") != CACHE_VERSION or not isinstance(cache.get("machines"), dict):
             raise ValueError("unknown layout")
-        return cache
     except FileNotFoundError:
-        pass
-    except (OSError, ValueError, AttributeError) as error:
+        return empty
+    except (OSError, ValueError) as error:
         note(f"plan cache {path} is unreadable ({error}); it will be rebuilt")
-    return {"version": CACHE_VERSION, "machines": {}}
+        return empty
+    machines = {}
+    for machine, shapes in cache["machines"].items():
+        if isinstance(shapes, dict):
+            machines[machine] = {shape: entry for shape, entry in shapes.items() if isinstance(entry, dict)}
+    if machines != cache["machines"]:
+        note(f"plan cache {path} has malformed entries; they will be timed again")
+    return {"version": CACHE_VERSION, "machines": machines}
+
+
+def save_entry(path: Path, machine: str, shape: str, entry: dict, note) -> None:
+    """Adds one entry to the cache as it is on disk now, so runs that planned at the same time all
+    keep theirs."""
+    cache = read_cache(path, lambda message: None)
+    cache["machines"].setdefault(machine, {})[shape] = entry
+    try:
+        atomic_write(path, lambda file: file.write(json.dumps(cache, indent=1, sort_keys=True).encode()))
+    except OSError as error:
+        note(f"could not save the plan cache at {path} ({error}); the plan will be timed again next time")
 
 
 def time_candidates(config, batch: int, steps: int, dtype, plans: list[Plan]) -> dict[Plan, float]:
-    """Median seconds of a training forward + backward for each plan, on random ids."""
+    """Median seconds of a training forward + backward for each plan, on random ids. One model at a
+    time (each freed before the next), so planning needs no more memory than training."""
     rng = np.random.default_rng(0)
     inputs = rng.integers(0, config.vocab_size, size=(batch, steps)).astype(np.int32)
     targets = rng.integers(0, config.vocab_size, size=(batch, steps)).astype(np.int32)
-    models = [Model(config, dtype=dtype, plan=plan) for plan in plans]
-    grads = [model.zeros_like_params() for model in models]
-    dropout_rng = np.random.default_rng(1)
-
-    def run(k):
-        models[k].loss_and_grads(inputs, targets, models[k].initial_state(batch), grads[k], dropout_rng)
-
-    for k in range(len(plans)):
-        run(k)
-    seconds = {plan: [] for plan in plans}
-    for _ in range(TIMED_PASSES):
-        for k, plan in enumerate(plans):
+    seconds = {}
+    for plan in plans:
+        model = Model(config, dtype=dtype, plan=plan)
+        grads = model.zeros_like_params()
+        dropout_rng = np.random.default_rng(1)
+        times = []
+        for attempt in range(1 + TIMED_PASSES):  # the first compiles and allocates
             started = time.perf_counter()
-            run(k)
-            seconds[plan].append(time.perf_counter() - started)
-    return {plan: float(np.median(times)) for plan, times in seconds.items()}
+            model.loss_and_grads(inputs, targets, model.initial_state(batch), grads, dropout_rng)
+            if attempt:
+                times.append(time.perf_counter() - started)
+        seconds[plan] = float(np.median(times))
+        del model, grads
+    return seconds
 
 
 def choose_plan(config, batch: int, steps: int, dtype=np.float32, note=print, threads: int | None = None) -> Plan:
@@ -119,11 +137,7 @@ def choose_plan(config, batch: int, steps: int, dtype=np.float32, note=print, th
     timings = ", ".join(f"{plan.split} {seconds[plan] * 1000:.0f} ms" for plan in plans)
     note(f"plan: {best.describe()}; a training pass took {timings}")
     entry = {**best.to_dict(), "ms_per_pass": {plan.split: round(seconds[plan] * 1000, 2) for plan in plans}}
-    cache["machines"].setdefault(machine, {})[shape] = entry
-    try:
-        atomic_write(path, lambda file: file.write(json.dumps(cache, indent=1, sort_keys=True).encode()))
-    except OSError as error:
-        note(f"could not save the plan cache at {path} ({error}); the plan will be timed again next time")
+    save_entry(path, machine, shape, entry, note)
     return best
 
 

@@ -41,6 +41,8 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_loss
 from charrnn.model import Model, ModelConfig, NonFiniteLoss
 from charrnn.optim import clip_grad_norm, clip_grad_value, grad_norm, make_optimizer
+from charrnn.parallel import thread_budget
+from charrnn.plan import SPLITS, Plan
 from charrnn.planner import choose_plan
 from charrnn.saved import load_model, model_from_checkpoint, save_model
 
@@ -95,6 +97,7 @@ class TrainConfig:
     sample_temperature: float = 0.8
     seed: int = 123
     init_from: str = ""  # a checkpoint (or run directory: its best) whose weights start this run
+    plan: str = "auto"  # how windows are cut between threads (charrnn.plan); auto: timed once per machine
 
     # Options that define the model or its data: a resumed run must keep them.
     FIXED_ON_RESUME = ("encoding", "model", "layers", "hidden", "seq_length", "batch_size", "val_frac", "test_frac")
@@ -122,6 +125,8 @@ class TrainConfig:
             raise CharrnnError(f"--lr must be a positive number, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
             raise CharrnnError(f"--lr-decay must be in (0, 1], got {self.lr_decay}")
+        if self.plan not in ("auto", *SPLITS):
+            raise CharrnnError(f"--plan must be auto, {' or '.join(SPLITS)}, got {self.plan!r}")
         if self.lr_schedule not in ("step", "cosine"):
             raise CharrnnError(f"--lr-schedule must be step or cosine, got {self.lr_schedule!r}")
         if self.lr_schedule == "cosine":
@@ -218,7 +223,8 @@ class Trainer:
                                    config.weight_drop)
         self.model = Model(model_config, params=base_params, dtype=np.float32, seed=config.seed)
         if resume_from is None:  # a resumed run keeps the plan its checkpoint recorded
-            self.model.plan = choose_plan(model_config, config.batch_size, config.seq_length, note=log)
+            self.model.plan = (choose_plan(model_config, config.batch_size, config.seq_length, note=log)
+                               if config.plan == "auto" else Plan(config.plan, thread_budget()))
         hyper = {"weight_decay": config.weight_decay} if config.optimizer == "adam" else {}
         self.optimizer = make_optimizer(config.optimizer, self.model.params, config.lr, **hyper)
         self.grads = self.model.zeros_like_params()
@@ -340,7 +346,7 @@ class Trainer:
             f"{self.model.config.cell} {cfg.layers}x{cfg.hidden}, {self.model.num_parameters:,} parameters, "
             f"vocabulary {len(self.vocab)}, train {len(self.splits['train']):,} / val {len(self.splits['val']):,} chars, "
             f"{self.loader.batches_per_epoch} iterations per epoch; kernels ready in {compile_seconds:.1f}s; "
-            f"{self.model.plan.describe()}"
+            f"{self.model.plan.describe(cfg.batch_size, cfg.hidden)}"
         )
         if self._continuing:
             self._forget_metrics_after(self.iteration)
@@ -528,7 +534,7 @@ class Trainer:
         end = max(end, self.iteration + 1, cfg.warmup_iters + 1)  # an end already passed: the budget stops the run
         self.schedule_end = end
         self.log(f"schedule: cosine fixed to end at iteration {end} (measured {per_iter * 1000:.0f} ms/iter over "
-                 f"iterations {self.iteration - MEASURE_ITERS}-{self.iteration}, evaluations ~{per_eval:.3g} s each; "
+                 f"iterations {self.iteration - MEASURE_ITERS + 1}-{self.iteration}, evaluations ~{per_eval:.3g} s each; "
                  f"{limit})")
         self._save(val_loss)  # again: the checkpoint just written predates the end, and a resume needs it
 

@@ -364,12 +364,10 @@ def run_charrnn(hidden, args):
     from charrnn.model import Model, ModelConfig
     from charrnn.optim import clip_grad_norm, make_optimizer
     from charrnn.plan import Plan
-    from charrnn.planner import choose_plan
 
     config = ModelConfig("lstm", vocab_size=VOCAB, hidden=hidden, layers=LAYERS)
-    # "auto": the plan a training run of this shape gets here (timed once per machine, then cached).
-    plan = (choose_plan(config, BATCH, STEPS, note=lambda message: print(message, file=sys.stderr))
-            if args.plan == "auto" else Plan(args.plan, max(1, args.threads)))
+    # The parent resolves "auto" (planned_split), so planning's compiling and memory stay out of here.
+    plan = Plan(args.plan, max(1, args.threads))
     model = Model(config, dtype=np.float32, plan=plan)
     grads = model.zeros_like_params()
     optimizer = make_optimizer("adam", model.params, LR)
@@ -593,6 +591,17 @@ TABLE_HEADER = (f"{'H':>5} {'plan':>6} {'train c/s':>10} {'torch':>10} {'ratio':
                 f"{'RSS MB':>7} {'torch MB':>8}")
 
 
+def planned_split(hidden, args):
+    """The split a training run of this shape gets on this machine (timed once, then cached), found
+    in this process so the charrnn child measures only training."""
+    from charrnn.model import ModelConfig
+    from charrnn.planner import choose_plan
+
+    config = ModelConfig("lstm", vocab_size=VOCAB, hidden=hidden, layers=LAYERS)
+    note = (lambda message: print(message, file=sys.stderr)) if not args.json else (lambda message: None)
+    return choose_plan(config, BATCH, STEPS, note=note, threads=args.threads).split
+
+
 def hidden_sizes(text):
     return [int(part) for part in text.split(",") if part.strip()]
 
@@ -673,7 +682,8 @@ def main(argv=None):
         print(TABLE_HEADER)
     sampler = None
     for hidden in args.hidden:
-        row = measure(hidden, args, with_torch, machine, torch_blas)
+        split = planned_split(hidden, args) if args.plan == "auto" else args.plan
+        row = measure(hidden, argparse.Namespace(**{**vars(args), "plan": split}), with_torch, machine, torch_blas)
         sampler = row["sampler"]
         print(json.dumps(row) if args.json else format_row(row), flush=True)
     if not args.json:

@@ -26,8 +26,12 @@ def test_a_plan_round_trips_and_bad_ones_are_refused():
         Plan("diagonal", 2)
     with pytest.raises(CharrnnError, match="at least 1 thread"):
         Plan("batch", 0)
-    with pytest.raises(CharrnnError, match="malformed"):
+    with pytest.raises(CharrnnError, match="has no 'threads'"):
         Plan.from_dict({"split": "units"})
+    with pytest.raises(CharrnnError, match="malformed"):
+        Plan.from_dict({"split": "units", "threads": "two"})
+    assert Plan("batch", 2).describe(8, 64).startswith("one thread")
+    assert "2 threads" in Plan("units", 2).describe(8, 64)
 
 
 def test_unit_ranges_cover_the_units_in_near_equal_shares():

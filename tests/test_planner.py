@@ -68,3 +68,23 @@ def test_real_timing_returns_a_duration_per_candidate():
     plans = [Plan("batch", 2), Plan("units", 2)]
     seconds = planner.time_candidates(ModelConfig("rnn", 5, 64, 1), 32, 4, np.float32, plans)
     assert set(seconds) == set(plans) and all(s > 0 for s in seconds.values())
+
+
+def test_malformed_entries_are_left_out_and_timed_again(cache):
+    path, timed = cache
+    machine = planner.machine_key(2)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"version": planner.CACHE_VERSION, "machines": {machine: ["junk"], "other": {"x": 3}}}))
+    notes = []
+    assert planner.cached_plans() == {}
+    assert planner.choose_plan(CONFIG, 50, 20, note=notes.append) == Plan("units", 2)
+    assert any("malformed" in note for note in notes) and len(timed) == 1
+
+
+def test_a_plan_saved_meanwhile_by_another_run_is_kept(cache):
+    path, _ = cache
+    planner.choose_plan(CONFIG, 50, 20, note=lambda message: None)
+    other = planner.shape_key(ModelConfig("gru", 7, 64, 2), 50, 20, np.float32)
+    planner.save_entry(path, planner.machine_key(2), other, {"split": "batch", "threads": 2}, print)
+    planner.choose_plan(CONFIG, 64, 20, note=lambda message: None)  # read before, written after
+    assert set(planner.cached_plans()) >= {other, planner.shape_key(CONFIG, 64, 20, np.float32)}

@@ -192,7 +192,7 @@ def test_a_time_budgeted_cosine_fixes_its_end_from_the_measured_speed(tiny_corpu
     FakeClock().drive(trainer)
     reason = trainer.run()
     assert [line for line in lines if line.startswith("schedule:")] == [
-        f"schedule: cosine fixed to end at iteration {end} (measured 500 ms/iter over iterations 5-25, "
+        f"schedule: cosine fixed to end at iteration {end} (measured 500 ms/iter over iterations 6-25, "
         f"evaluations ~1 s each; {limit})"]
     assert trainer.iteration == end and reason == f"reached the cosine's end at iteration {end}, fitted to --max-minutes 1"
     assert any(line.startswith(f"iter     30/{end} |") for line in lines)
@@ -400,3 +400,15 @@ def test_a_run_records_its_plan_and_resumes_on_it(tiny_corpus, tmp_path, monkeyp
     straight, _, meta = assert_resume_is_exact(tiny_corpus, tmp_path, 16, 7, prepare=prepare)
     assert meta["plan"] == {"split": split, "threads": 2}
     assert load_model(straight)[0].plan == Plan(split, 2)
+
+
+def test_a_forced_plan_is_used_without_timing(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr("charrnn.plan.MIN_PART_UNITS", 1)
+    monkeypatch.setattr("charrnn.train.thread_budget", lambda: 2)
+    monkeypatch.setattr("charrnn.train.choose_plan", lambda *args, **kwargs: pytest.fail("timed a forced plan"))
+    lines = []
+    run_training(small_config(tiny_corpus, tmp_path / "run", max_iters=3, plan="units"), log=lines.append)
+    assert load_checkpoint(tmp_path / "run", which="latest")[1]["plan"]["split"] == "units"
+    assert any("units split (hidden units shared between" in line for line in lines)
+    with pytest.raises(CharrnnError, match="--plan must be"):
+        small_config(tiny_corpus, tmp_path / "other", plan="diagonal").validate()

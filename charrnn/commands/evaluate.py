@@ -210,7 +210,8 @@ def _print_machine(d):
 @click.argument("checkpoint", type=click.Path(), required=False)
 @click.option("--machine", is_flag=True,
               help="describe this machine instead: CPU, BLAS, threads and the plan each shape gets, and why "
-                   "(with CHECKPOINT: also the plan it recorded and the one its shape gets here)")
+                   "(with CHECKPOINT: also the plan it recorded and the one its shape gets here, timing "
+                   "the splits for a few seconds if this machine has not yet)")
 @_JSON
 @_WHICH
 def info(checkpoint, machine, as_json, which):

@@ -27,6 +27,9 @@ def option(name, help, **kwargs):
 @option("--dropout", "dropout between layers and before the output (0 = off)", type=float)
 @option("--weight-drop", "DropConnect on the recurrent weights W_h, one mask per window (AWD-LSTM; 0 = off)",
         type=float)
+@option("--plan", "how a window is cut between threads: by streams (batch), by hidden units (units), or "
+        "auto: whichever a training pass of this shape ran faster on this machine (timed once, cached); "
+        "a resumed run keeps its checkpoint's", type=click.Choice(["auto", "batch", "units"]))
 @option("--seq-length", "characters per window of truncated backprop through time", type=int)
 @option("--batch-size", "parallel streams per minibatch", type=int)
 @option("--optimizer", "update rule", type=click.Choice(["adam", "rmsprop", "adagrad", "sgd"]))

@@ -10,8 +10,12 @@ layer below) and `dgates_h` (what flows to W_h); they differ only for the GRU's 
 where the reset gate multiplies h W_hn. For LSTM and RNN the caller passes the same array twice.
 `dh_seq` holds the loss gradient reaching each step's output h_t from above; `dh_last` and
 `dc_last` are gradients reaching the final state (zero unless a caller differentiates through it);
-`dh0`, `dc0` receive the gradients of the initial state. Backward kernels take W_h transposed
-(W_h_T, (GH, H)) as a C-contiguous copy.
+`dh0`, `dc0` receive the gradients of the initial state. Backward kernels take the rows of W_h for
+their units, transposed (W_h_T, (GH, count)), as a C-contiguous copy.
+
+Every sequence kernel runs units first .. first+count of a layer (all H with one thread): their gate
+block of the (thread-grouped, charrnn.plan) gate axis, their columns of W_h. With workers > 1 the
+threads run at once and meet at a spin barrier once per step (charrnn.kernels.sync).
 
 Each kernel packs its W_h (or W_h_T) into panels once per call and runs every step's product on them
 (charrnn.kernels.panels): 1.3-1.9x faster than a BLAS call per step, which repacks W_h every time, and

@@ -1,7 +1,8 @@
 """A spin barrier for kernels that run on several threads at once and meet once per step.
 
-Single-stream sampling splits each layer's hidden units between threads, and every layer of every
-character needs the whole h of the layer below, so the threads meet L times per character: a few
+Single-stream sampling and the units split of training share each layer's hidden units between
+threads, and each step needs the whole h (or every unit's gate gradients) of the step before, so the
+threads meet once per layer and step: a few
 hundred nanoseconds when each has its own core, far less than the microseconds a pool or a lock
 round trip costs. Numba has no atomics for the CPU target, so the two operations come from LLVM
 through intrinsics: a release store publishes everything the thread wrote before it, an acquire
@@ -94,3 +95,13 @@ def arrive_and_wait(arrivals, worker, workers, count):
             if spins == SPINS_BEFORE_YIELD:
                 yield_core()
                 spins = 0
+
+
+GAVE_UP = 1 << 62  # an arrival count no meeting reaches: the others stop waiting for this thread
+
+
+@njit
+def give_up(arrivals, worker):
+    """Marks `worker` as past every meeting, so threads waiting for it finish instead of spinning
+    forever (its caller failed and will re-raise once they have)."""
+    store_release(arrivals, worker * ARRIVAL_STRIDE, GAVE_UP)

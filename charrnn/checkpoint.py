@@ -13,10 +13,11 @@ import re
 import secrets
 import zipfile
 import zlib
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -32,8 +33,16 @@ POINTER_FILES = {"best": "best.json", "latest": "latest.json"}
 _NPY_SUFFIX = ".npy"
 _CHECKPOINT_NAME = re.compile(r"^ckpt_iter(\d+)(?:_val([^_/]+?))?\.npz$")
 # Anything that goes wrong while parsing a damaged archive surfaces as one of these.
-_CORRUPTION_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError,
-                      OverflowError, MemoryError, NotImplementedError)
+_CORRUPTION_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    KeyError,
+    ValueError,
+    OverflowError,
+    MemoryError,
+    NotImplementedError,
+)
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,9 @@ def save_checkpoint(path, arrays: dict[str, np.ndarray], meta: dict) -> Path:
     try:
         atomic_write(path, write)
     except OSError as error:
-        raise CharrnnError(f"cannot write checkpoint {path}: {error}; "
-                           "check that the directory is writable and the disk is not full") from error
+        raise CharrnnError(
+            f"cannot write checkpoint {path}: {error}; check that the directory is writable and the disk is not full"
+        ) from error
     return path
 
 
@@ -215,19 +225,25 @@ def _member_dtype(archive: zipfile.ZipFile, member: str) -> np.dtype | None:
 
 
 def _pickle_refusal(path: Path, member: str) -> CharrnnError:
-    return CharrnnError(f"refused {path}: member {member!r} carries a pickle payload (object array), "
-                        "which could run arbitrary code; only load checkpoints written by charrnn")
+    return CharrnnError(
+        f"refused {path}: member {member!r} carries a pickle payload (object array), "
+        "which could run arbitrary code; only load checkpoints written by charrnn"
+    )
 
 
 def _corrupt(path: Path, detail: str) -> CharrnnError:
-    return CharrnnError(f"{path} is not a readable charrnn checkpoint ({detail}); the file may be "
-                        "truncated or corrupt: pick another checkpoint from the run directory or retrain")
+    return CharrnnError(
+        f"{path} is not a readable charrnn checkpoint ({detail}); the file may be "
+        "truncated or corrupt: pick another checkpoint from the run directory or retrain"
+    )
 
 
 def _decode_meta(meta_array: np.ndarray | None, path: Path) -> dict:
     if meta_array is None:
-        raise CharrnnError(f"{path} has no charrnn metadata ({META_KEY}); it is not a charrnn checkpoint: "
-                           "pass a file written by `charrnn train`")
+        raise CharrnnError(
+            f"{path} has no charrnn metadata ({META_KEY}); it is not a charrnn checkpoint: "
+            "pass a file written by `charrnn train`"
+        )
     if meta_array.dtype != np.uint8 or meta_array.ndim != 1:
         raise _bad_meta(path, f"stored as {meta_array.dtype} array of shape {meta_array.shape}")
     try:
@@ -240,20 +256,25 @@ def _decode_meta(meta_array: np.ndarray | None, path: Path) -> dict:
 
 
 def _bad_meta(path: Path, detail: str) -> CharrnnError:
-    return CharrnnError(f"{path} has unreadable metadata ({detail}); the checkpoint is corrupt: "
-                        "pick another checkpoint or retrain")
+    return CharrnnError(
+        f"{path} has unreadable metadata ({detail}); the checkpoint is corrupt: pick another checkpoint or retrain"
+    )
 
 
 def _check_format_version(meta: dict, path: Path) -> None:
     version = meta.get("format_version")
     if isinstance(version, int) and not isinstance(version, bool):
         if version > FORMAT_VERSION:
-            raise CharrnnError(f"{path} uses checkpoint format {version}, newer than the {FORMAT_VERSION} "
-                               f"this charrnn {__version__} reads; upgrade charrnn to load it")
+            raise CharrnnError(
+                f"{path} uses checkpoint format {version}, newer than the {FORMAT_VERSION} "
+                f"this charrnn {__version__} reads; upgrade charrnn to load it"
+            )
         if version >= 1:
             return
-    raise CharrnnError(f"{path} has unknown checkpoint format version {version!r}; "
-                       f"this charrnn reads format 1 to {FORMAT_VERSION}: pass a file written by `charrnn train`")
+    raise CharrnnError(
+        f"{path} has unknown checkpoint format version {version!r}; "
+        f"this charrnn reads format 1 to {FORMAT_VERSION}: pass a file written by `charrnn train`"
+    )
 
 
 # ----------------------------------------------------------------------------- run directories
@@ -286,8 +307,7 @@ def list_checkpoints(run_dir) -> list[CheckpointEntry]:
     """Checkpoint files in `run_dir` (found by name), sorted by iteration."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise CharrnnError(f"run directory {run_dir} does not exist; "
-                           "pass the --out directory of a training run")
+        raise CharrnnError(f"run directory {run_dir} does not exist; pass the --out directory of a training run")
     entries = []
     for child in run_dir.iterdir():
         parsed = parse_checkpoint_name(child.name)
@@ -310,8 +330,10 @@ def resolve_checkpoint(path, which: str = "best") -> Path:
         raise CharrnnError(f"checkpoint {path} is not a regular file or directory; pass a checkpoint file")
     chosen = _read_pointer(path, which) or _scan_for(path, which)
     if chosen is None:
-        raise CharrnnError(f"{path} contains no checkpoints (ckpt_iter*.npz); "
-                           "pass a checkpoint file or the --out directory of a training run")
+        raise CharrnnError(
+            f"{path} contains no checkpoints (ckpt_iter*.npz); "
+            "pass a checkpoint file or the --out directory of a training run"
+        )
     return chosen
 
 
@@ -373,8 +395,10 @@ def update_pointers(run_dir, ckpt_path, val_loss: float | None, is_best: bool) -
         for which in targets:
             atomic_write(run_dir / POINTER_FILES[which], lambda file: file.write(text))
     except OSError as error:
-        raise CharrnnError(f"cannot update checkpoint pointers in {run_dir}: {error}; "
-                           "check that the directory is writable and the disk is not full") from error
+        raise CharrnnError(
+            f"cannot update checkpoint pointers in {run_dir}: {error}; "
+            "check that the directory is writable and the disk is not full"
+        ) from error
 
 
 def prune_checkpoints(run_dir, keep_last: int) -> list[Path]:

@@ -17,8 +17,16 @@ COMMANDS = {
     "corpus": ("charrnn.commands.corpus", "corpus", "Get a training corpus and print its path."),
     "train": ("charrnn.commands.train", "train", "Train a character-level model on FILE."),
     "sample": ("charrnn.commands.sample", "sample", "Generate text from CHECKPOINT."),
-    "eval": ("charrnn.commands.evaluate", "evaluate", "Loss of CHECKPOINT on FILE, or on its corpus's validation/test split."),
-    "info": ("charrnn.commands.evaluate", "info", "Describe CHECKPOINT: model, vocabulary, training progress and losses."),
+    "eval": (
+        "charrnn.commands.evaluate",
+        "evaluate",
+        "Loss of CHECKPOINT on FILE, or on its corpus's validation/test split.",
+    ),
+    "info": (
+        "charrnn.commands.evaluate",
+        "info",
+        "Describe CHECKPOINT: model, vocabulary, training progress and losses.",
+    ),
     "inspect": ("charrnn.commands.inspect", "inspect", "Find the cells of CHECKPOINT that follow features of a text."),
 }
 
@@ -83,8 +91,11 @@ def main(argv=None):
         sys.exit(error.exit_code)
     except MemoryError as error:
         detail = f" ({error})" if str(error) else ""
-        click.echo(f"charrnn: error: not enough memory{detail}; use smaller sizes "
-                   "(--hidden, --layers, --batch-size, --seq-length, --num-samples, --max-chars)", err=True)
+        click.echo(
+            f"charrnn: error: not enough memory{detail}; use smaller sizes "
+            "(--hidden, --layers, --batch-size, --seq-length, --num-samples, --max-chars)",
+            err=True,
+        )
         sys.exit(1)
     except (OutputClosed, BrokenPipeError):
         # `charrnn sample ... | head` closes the pipe early; that is not an error. Python's final

@@ -119,7 +119,9 @@ def download(url: str, dest, sha256: str | None, label: str = "", progress: bool
                         digest.update(block)
                         bar.update(len(block))
         except urllib.error.HTTPError as exc:
-            raise CharrnnError(f"could not download {label}: {url} answered HTTP {exc.code} {exc.reason}; {manual}") from None
+            raise CharrnnError(
+                f"could not download {label}: {url} answered HTTP {exc.code} {exc.reason}; {manual}"
+            ) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: malformed URL
             reason = getattr(exc, "reason", None) or exc
             raise CharrnnError(f"could not download {label} from {url} ({reason}); {manual}") from None
@@ -173,7 +175,7 @@ def build_stdlib_corpus(dest, max_bytes: int = DEFAULT_STDLIB_BYTES, stdlib_dir=
             continue
         if not text.endswith("\n"):
             text += "\n"
-        piece = f"# file: {source.relative_to(root).as_posix()}\n{text}".encode("utf-8")
+        piece = f"# file: {source.relative_to(root).as_posix()}\n{text}".encode()
         room = max_bytes - size
         if len(piece) > room:
             # Cut at a newline: 0x0a never occurs inside a multi-byte UTF-8 sequence.

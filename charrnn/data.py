@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import numbers
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -111,16 +111,22 @@ class Vocab:
         if mode == BYTES:
             values = [int(s) for s in symbols]
             if any(not 0 <= v <= 255 for v in values):
-                raise CharrnnError("a bytes vocabulary holds values 0..255; the checkpoint or vocabulary file is corrupt")
+                raise CharrnnError(
+                    "a bytes vocabulary holds values 0..255; the checkpoint or vocabulary file is corrupt"
+                )
             codes = np.array(values, dtype=np.int64)
         else:
             if any(not isinstance(s, str) or len(s) != 1 for s in symbols):
-                raise CharrnnError("a utf-8 vocabulary holds single characters; the checkpoint or vocabulary file is corrupt")
+                raise CharrnnError(
+                    "a utf-8 vocabulary holds single characters; the checkpoint or vocabulary file is corrupt"
+                )
             codes = np.array([ord(s) for s in symbols], dtype=np.int64)
         if codes.size == 0:
             raise CharrnnError("the vocabulary is empty; train on a non-empty corpus")
         if np.any(np.diff(codes) <= 0):
-            raise CharrnnError("vocabulary symbols must be sorted and distinct; the checkpoint or vocabulary file is corrupt")
+            raise CharrnnError(
+                "vocabulary symbols must be sorted and distinct; the checkpoint or vocabulary file is corrupt"
+            )
         self.mode = mode
         self._codes = codes  # code point or byte value of each id, ascending
         self._lookup = np.full(int(codes[-1]) + 1, -1, dtype=np.int64)
@@ -128,14 +134,14 @@ class Vocab:
         self.dtype = id_dtype(codes.size)
 
     @classmethod
-    def from_text(cls, text: str | bytes, mode: str = UTF8) -> "Vocab":
+    def from_text(cls, text: str | bytes, mode: str = UTF8) -> Vocab:
         """Vocabulary of every symbol occurring in text (str for utf-8; bytes for bytes mode)."""
         mode = normalize_encoding(mode)
         codes = _codes_of(text, mode)
         return cls._from_codes(np.flatnonzero(np.bincount(codes)), mode)
 
     @classmethod
-    def _from_codes(cls, codes: np.ndarray, mode: str) -> "Vocab":
+    def _from_codes(cls, codes: np.ndarray, mode: str) -> Vocab:
         if mode == BYTES:
             return cls([int(c) for c in codes], BYTES)
         return cls([chr(int(c)) for c in codes], UTF8)
@@ -178,8 +184,10 @@ class Vocab:
         ids = self._lookup[codes] if codes.max() < self._lookup.size else None
         if ids is None or ids.min() < 0:
             missing = self._missing(np.unique(codes))
-            raise CharrnnError(f"text contains symbols the model never saw: {symbol_list(missing)}; "
-                               "use only symbols from the training corpus")
+            raise CharrnnError(
+                f"text contains symbols the model never saw: {symbol_list(missing)}; "
+                "use only symbols from the training corpus"
+            )
         return ids.astype(self.dtype)
 
     def decode_bytes(self, ids) -> bytes:
@@ -215,7 +223,7 @@ class Vocab:
         return {"mode": self.mode, "symbols": self.symbols}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Vocab":
+    def from_dict(cls, d: dict) -> Vocab:
         """Inverse of to_dict; raises CharrnnError when d is malformed."""
         if not isinstance(d, dict) or "mode" not in d or "symbols" not in d:
             raise CharrnnError("vocabulary record lacks 'mode' or 'symbols'; the checkpoint is corrupt")
@@ -268,7 +276,9 @@ def load_corpus(path, encoding: str = UTF8) -> Corpus:
             text = text[1:]
         ids, symbols = _index_codes(lambda: _codepoint_chunks(text))
     if symbols.size == 0:
-        raise CharrnnError(f"corpus file {path} holds no text (only a byte-order mark); pass a file with some text in it")
+        raise CharrnnError(
+            f"corpus file {path} holds no text (only a byte-order mark); pass a file with some text in it"
+        )
     if symbols.size == 1:
         only = printable_symbol(int(symbols[0]) if encoding == BYTES else chr(int(symbols[0])))
         raise CharrnnError(
@@ -284,18 +294,23 @@ def ids_in_vocab(corpus: Corpus, vocab: Vocab, owner: str = "the model") -> np.n
     if corpus.vocab == vocab:
         return corpus.ids
     if corpus.vocab.mode != vocab.mode:
-        raise CharrnnError(f"{owner} reads {vocab.mode} but {corpus.path} was read as {corpus.vocab.mode}; "
-                           f"pass --encoding {vocab.mode}")
+        raise CharrnnError(
+            f"{owner} reads {vocab.mode} but {corpus.path} was read as {corpus.vocab.mode}; "
+            f"pass --encoding {vocab.mode}"
+        )
     symbols = corpus.vocab.symbols
     as_text = bytes(symbols) if vocab.mode == BYTES else "".join(symbols)
     missing = vocab.unknown(as_text)
     if missing:
-        raise CharrnnError(f"{corpus.path} has symbols {owner} never saw: {symbol_list(missing)}; "
-                           "remove them from the text or train a model from scratch")
+        raise CharrnnError(
+            f"{corpus.path} has symbols {owner} never saw: {symbol_list(missing)}; "
+            "remove them from the text or train a model from scratch"
+        )
     return vocab.encode(as_text)[corpus.ids]
 
 
 # --- a user's text against a model's vocabulary (sample --prime, eval FILE, inspect --text) ----
+
 
 def symbol_list(symbols, counts=None, limit: int = 20) -> str:
     """Symbols for a message: the first `limit` as printable_symbol labels, space-separated, then
@@ -318,15 +333,24 @@ def read_text_file(path, mode: str, what: str) -> str | bytes:
     except FileNotFoundError:
         raise CharrnnError(f"cannot read {what}: text file {path} does not exist; check the path") from None
     except OSError as error:
-        raise CharrnnError(f"cannot read {what}: text file {path} cannot be opened "
-                           f"({error.strerror or error}); check the path and its permissions") from None
+        raise CharrnnError(
+            f"cannot read {what}: text file {path} cannot be opened "
+            f"({error.strerror or error}); check the path and its permissions"
+        ) from None
     if normalize_encoding(mode) == BYTES:
         return data
     return _user_utf8(data, f"cannot read {what}: {path}")
 
 
-def known_text(vocab: Vocab, text: str | bytes, what: str, drop_unknown: bool = False,
-               notify=None, flag: str = "--drop-unknown", counted: bool = False) -> str | bytes:
+def known_text(
+    vocab: Vocab,
+    text: str | bytes,
+    what: str,
+    drop_unknown: bool = False,
+    notify=None,
+    flag: str = "--drop-unknown",
+    counted: bool = False,
+) -> str | bytes:
     """text as `vocab` reads it (bytes mode: bytes, a str UTF-8 encoded; utf-8 mode: str, bytes
     decoded strictly without a byte-order mark) with no symbol `vocab` lacks.
 
@@ -345,8 +369,10 @@ def known_text(vocab: Vocab, text: str | bytes, what: str, drop_unknown: bool = 
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise CharrnnError(f"{what} is not valid UTF-8 (the terminal passed bytes that are not UTF-8); "
-                               "put the text in a UTF-8 file instead") from None
+            raise CharrnnError(
+                f"{what} is not valid UTF-8 (the terminal passed bytes that are not UTF-8); "
+                "put the text in a UTF-8 file instead"
+            ) from None
     unknown = vocab.unknown(text)
     if not unknown:
         return text

@@ -143,7 +143,7 @@ def regex_feature(text, pattern, flags=0):
         raise CharrnnError(f"invalid regular expression {pattern!r}: {error}; fix the pattern") from None
     values = np.zeros(len(text))
     for match in compiled.finditer(text):
-        values[match.start():match.end()] = 1.0
+        values[match.start() : match.end()] = 1.0
     return values
 
 

@@ -23,8 +23,14 @@ from charrnn.kernels import GATE_BLOCKS, GATE_NAMES, LSTM, RNN
 SIGMOID_GATES = ("i", "f", "o", "r", "z")
 QUANTITY_ORDER = ("h", "c", "tanh_c", "i", "f", "o", "g", "r", "z", "n")
 # Natural value range of each quantity, for colour scales; None: unbounded (LSTM c).
-QUANTITY_RANGES = {"h": (-1.0, 1.0), "c": None, "tanh_c": (-1.0, 1.0), "g": (-1.0, 1.0),
-                   "n": (-1.0, 1.0), **{gate: (0.0, 1.0) for gate in SIGMOID_GATES}}
+QUANTITY_RANGES = {
+    "h": (-1.0, 1.0),
+    "c": None,
+    "tanh_c": (-1.0, 1.0),
+    "g": (-1.0, 1.0),
+    "n": (-1.0, 1.0),
+    **{gate: (0.0, 1.0) for gate in SIGMOID_GATES},
+}
 TOP_K = 5
 
 
@@ -88,7 +94,7 @@ def record_activations(model, char_ids, top_k=TOP_K):
     # The plain RNN's single block is h itself, so it is not a quantity of its own.
     gate_names = () if cell == RNN else GATE_NAMES[cell]
     for k, name in enumerate(gate_names):
-        activations[name] = np.ascontiguousarray(gates[:, :, k * hidden:(k + 1) * hidden])
+        activations[name] = np.ascontiguousarray(gates[:, :, k * hidden : (k + 1) * hidden])
     logits = np.asarray(recorded["logits"])
     activations["logits"] = logits
     activations["top_ids"], activations["top_probs"] = top_predictions(logits, top_k)
@@ -245,8 +251,10 @@ def write_output(path, write):
     try:
         atomic_write(path, write, durable=False)
     except OSError as error:
-        raise CharrnnError(f"cannot write {path}: {error.strerror or error}; "
-                           "check that the directory is writable and the disk is not full") from None
+        raise CharrnnError(
+            f"cannot write {path}: {error.strerror or error}; "
+            "check that the directory is writable and the disk is not full"
+        ) from None
 
 
 # --- activations.npz -------------------------------------------------------------------------
@@ -297,9 +305,9 @@ def load_activations_npz(path):
 
 # --- terminal view ---------------------------------------------------------------------------
 
-NEGATIVE_RGB = (33, 102, 172)   # blue
-NEUTRAL_RGB = (247, 247, 247)   # near white
-POSITIVE_RGB = (178, 24, 43)    # red
+NEGATIVE_RGB = (33, 102, 172)  # blue
+NEUTRAL_RGB = (247, 247, 247)  # near white
+POSITIVE_RGB = (178, 24, 43)  # red
 _RESET = "\x1b[0m"
 
 

@@ -64,8 +64,9 @@ def _lscpu_model():
 
 def _command_output(command):
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
-                              env={**os.environ, "LC_ALL": "C"})
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, env={**os.environ, "LC_ALL": "C"}
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None

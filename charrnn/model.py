@@ -181,8 +181,9 @@ class _Window:
         self.arrivals = np.zeros(parts * ARRIVAL_STRIDE, np.int64)
         self.output_rows = split_rows(batch * steps, parts)
         shapes = parameter_shapes(config)
-        self.grads = [{k: np.zeros(shapes[f"layer{layer}.{k}"], dtype) for k in ("W_x", "W_h", "b")}
-                      for layer in range(L)]
+        self.grads = [
+            {k: np.zeros(shapes[f"layer{layer}.{k}"], dtype) for k in ("W_x", "W_h", "b")} for layer in range(L)
+        ]
         self.weights = None  # per forward: the grouped weights it used, for its backward
 
     def grouped_weights(self, params, recurrent, for_backward):
@@ -194,13 +195,19 @@ class _Window:
             W_x = params[f"layer{layer}.W_x"][:, self.perm]
             W_h = W_h[:, self.perm]
             G = len(self.perm) // W_h.shape[0]
-            layers.append({
-                "W_x": W_x,
-                "W_x_columns": [np.ascontiguousarray(W_x[:, G * f : G * (f + n)]) for f, n in self.units] if layer else None,
-                "b": params[f"layer{layer}.b"][self.perm],
-                "W_h_columns": [np.ascontiguousarray(W_h[:, G * f : G * (f + n)]) for f, n in self.units],
-                "W_h_T_rows": [np.ascontiguousarray(W_h[f : f + n].T) for f, n in self.units] if for_backward else None,
-            })
+            layers.append(
+                {
+                    "W_x": W_x,
+                    "W_x_columns": [np.ascontiguousarray(W_x[:, G * f : G * (f + n)]) for f, n in self.units]
+                    if layer
+                    else None,
+                    "b": params[f"layer{layer}.b"][self.perm],
+                    "W_h_columns": [np.ascontiguousarray(W_h[:, G * f : G * (f + n)]) for f, n in self.units],
+                    "W_h_T_rows": [np.ascontiguousarray(W_h[f : f + n].T) for f, n in self.units]
+                    if for_backward
+                    else None,
+                }
+            )
         return layers
 
 
@@ -286,8 +293,17 @@ class Model:
         scale = 1.0 / (B * T)
         if window.split == "batch":
             tasks = [
-                partial(self._forward_part, ws, inputs[rows], None if targets is None else targets[rows],
-                        state[:, :, rows], use_dropout, want_grad, scale, recurrent)
+                partial(
+                    self._forward_part,
+                    ws,
+                    inputs[rows],
+                    None if targets is None else targets[rows],
+                    state[:, :, rows],
+                    use_dropout,
+                    want_grad,
+                    scale,
+                    recurrent,
+                )
                 for ws, rows in zip(window.parts, window.rows)
             ]
             totals = run_parts(tasks)
@@ -385,14 +401,32 @@ class Model:
         layer_input = None
         for layer in range(cfg.layers):
             window.arrivals[:] = 0
-            run_parts([partial(_meeting_safely, window, worker, self._layer_forward_units, window, layer, worker,
-                               inputs, state, layer_input)
-                       for worker in range(len(window.units))])
+            run_parts(
+                [
+                    partial(
+                        _meeting_safely,
+                        window,
+                        worker,
+                        self._layer_forward_units,
+                        window,
+                        layer,
+                        worker,
+                        inputs,
+                        state,
+                        layer_input,
+                    )
+                    for worker in range(len(window.units))
+                ]
+            )
             layer_input = self._layer_output(ws, layer, use_dropout)
         if targets is not None:
             ws.targets.reshape(T, B)[...] = targets.T
-        return run_parts([partial(self._output_rows, ws, rows, layer_input, targets is not None, want_grad, scale)
-                          for rows in window.output_rows])
+        return run_parts(
+            [
+                partial(self._output_rows, ws, rows, layer_input, targets is not None, want_grad, scale)
+                for rows in window.output_rows
+            ]
+        )
 
     def _layer_forward_units(self, window, layer, worker, inputs, state, layer_input):
         ws, weights = window.parts[0], window.weights[layer]
@@ -425,11 +459,21 @@ class Model:
         p, cell, tile = self.params, self.config.cell, small_gemm_budget()
         h0 = state[0, layer]
         if cell == LSTM:
-            lstm_forward(ws.h_seq[layer], ws.c_seq[layer], ws.aux_seq[layer], ws.gates[layer], W_h, h0, state[1, layer],
-                         tile, *units)
+            lstm_forward(
+                ws.h_seq[layer],
+                ws.c_seq[layer],
+                ws.aux_seq[layer],
+                ws.gates[layer],
+                W_h,
+                h0,
+                state[1, layer],
+                tile,
+                *units,
+            )
         elif cell == GRU:
-            gru_forward(ws.h_seq[layer], ws.aux_seq[layer], ws.gates[layer], W_h, p[f"layer{layer}.b_hn"], h0, tile,
-                        *units)
+            gru_forward(
+                ws.h_seq[layer], ws.aux_seq[layer], ws.gates[layer], W_h, p[f"layer{layer}.b_hn"], h0, tile, *units
+            )
         else:
             rnn_forward(ws.h_seq[layer], ws.gates[layer], W_h, h0, tile, *units)
 
@@ -474,8 +518,19 @@ class Model:
                 for grad in part_grads.values():
                     grad.fill(0.0)
             dfinal = None if dfinal_state is None else dfinal_state[:, :, rows]
-            tasks.append(partial(self._backward_part, ws, part_grads, inputs[rows], state[:, :, rows],
-                                 dstate[:, :, rows], dfinal, use_dropout, W_h_T))
+            tasks.append(
+                partial(
+                    self._backward_part,
+                    ws,
+                    part_grads,
+                    inputs[rows],
+                    state[:, :, rows],
+                    dstate[:, :, rows],
+                    dfinal,
+                    use_dropout,
+                    W_h_T,
+                )
+            )
         run_parts(tasks)
         for ws in window.parts[1:]:
             for name, grad in grads.items():
@@ -500,8 +555,17 @@ class Model:
             else:
                 dh_last = np.ascontiguousarray(dfinal_state[0, layer], dtype=self.dtype)
                 dc_last = np.ascontiguousarray(dfinal_state[1, layer], dtype=self.dtype)
-            self._cell_backward(layer, ws, state, dstate[0, layer], dstate[1, layer], dh_last, dc_last, W_h_T[layer],
-                                (0, H, 0, 1, _NO_ARRIVALS))
+            self._cell_backward(
+                layer,
+                ws,
+                state,
+                dstate[0, layer],
+                dstate[1, layer],
+                dh_last,
+                dc_last,
+                W_h_T[layer],
+                (0, H, 0, 1, _NO_ARRIVALS),
+            )
 
             dgates_x = ws.dgates_x.reshape(T * B, GH)
             dgates_h = ws.dgates_h.reshape(T * B, GH)
@@ -536,10 +600,28 @@ class Model:
                 dh_last = np.ascontiguousarray(dfinal_state[0, layer], dtype=self.dtype)
                 dc_last = np.ascontiguousarray(dfinal_state[1, layer], dtype=self.dtype)
             window.arrivals[:] = 0
-            run_parts([partial(_meeting_safely, window, worker, self._layer_backward_units, window, layer, worker,
-                               grads, inputs, state,
-                               dstate[0, layer], dstate[1, layer], dh_last, dc_last, use_dropout)
-                       for worker in range(len(window.units))])
+            run_parts(
+                [
+                    partial(
+                        _meeting_safely,
+                        window,
+                        worker,
+                        self._layer_backward_units,
+                        window,
+                        layer,
+                        worker,
+                        grads,
+                        inputs,
+                        state,
+                        dstate[0, layer],
+                        dstate[1, layer],
+                        dh_last,
+                        dc_last,
+                        use_dropout,
+                    )
+                    for worker in range(len(window.units))
+                ]
+            )
         for layer in range(cfg.layers):
             for key, grad in window.grads[layer].items():
                 if key == "b":
@@ -547,8 +629,9 @@ class Model:
                 else:
                     grads[f"layer{layer}.{key}"][:, window.perm] += grad
 
-    def _layer_backward_units(self, window, layer, worker, grads, inputs, state, dh0, dc0, dh_last, dc_last,
-                              use_dropout):
+    def _layer_backward_units(
+        self, window, layer, worker, grads, inputs, state, dh0, dc0, dh_last, dc_last, use_dropout
+    ):
         cfg, p, ws, weights = self.config, self.params, window.parts[0], window.weights[layer]
         B, T = inputs.shape
         H, GH, G = cfg.hidden, cfg.gate_width, GATE_BLOCKS[cfg.cell]
@@ -589,11 +672,36 @@ class Model:
         """The recurrent part of one layer's backward; units as in _cell_forward."""
         tile = small_gemm_budget()
         if self.config.cell == LSTM:
-            lstm_backward(ws.dgates_x, dh0, dc0, ws.dh_seq, dh_last, dc_last, ws.gates[layer], ws.c_seq[layer],
-                          ws.aux_seq[layer], state[1, layer], W_h_T, tile, *units)
+            lstm_backward(
+                ws.dgates_x,
+                dh0,
+                dc0,
+                ws.dh_seq,
+                dh_last,
+                dc_last,
+                ws.gates[layer],
+                ws.c_seq[layer],
+                ws.aux_seq[layer],
+                state[1, layer],
+                W_h_T,
+                tile,
+                *units,
+            )
         elif self.config.cell == GRU:
-            gru_backward(ws.dgates_x, ws.dgates_h, dh0, ws.dh_seq, dh_last, ws.gates[layer], ws.h_seq[layer],
-                         ws.aux_seq[layer], state[0, layer], W_h_T, tile, *units)
+            gru_backward(
+                ws.dgates_x,
+                ws.dgates_h,
+                dh0,
+                ws.dh_seq,
+                dh_last,
+                ws.gates[layer],
+                ws.h_seq[layer],
+                ws.aux_seq[layer],
+                state[0, layer],
+                W_h_T,
+                tile,
+                *units,
+            )
         else:
             rnn_backward(ws.dgates_x, dh0, ws.dh_seq, dh_last, ws.gates[layer], W_h_T, tile, *units)
 

@@ -44,8 +44,7 @@ class Optimizer:
             )
         # Coerce to the defaults' types so hyper() stays JSON-able whatever numpy scalars came in.
         try:
-            self._hyper = {key: type(default)(hyper.get(key, default))
-                           for key, default in self.defaults.items()}
+            self._hyper = {key: type(default)(hyper.get(key, default)) for key, default in self.defaults.items()}
         except (TypeError, ValueError) as error:
             raise CharrnnError(f"bad {self.name} setting: {error}; settings are numbers") from None
         self._check_hyper()
@@ -147,8 +146,18 @@ class Adam(Optimizer):
         # The bias corrections are computed in float64, then rounded once to the parameter dtype.
         bias1 = 1.0 - h["beta1"] ** self.t
         bias2 = 1.0 - h["beta2"] ** self.t
-        adam_update(param, grad, *states, as_dtype(self.lr), as_dtype(h["beta1"]), as_dtype(h["beta2"]),
-                    as_dtype(h["eps"]), as_dtype(bias1), as_dtype(bias2), as_dtype(h["weight_decay"]))
+        adam_update(
+            param,
+            grad,
+            *states,
+            as_dtype(self.lr),
+            as_dtype(h["beta1"]),
+            as_dtype(h["beta2"]),
+            as_dtype(h["eps"]),
+            as_dtype(bias1),
+            as_dtype(bias2),
+            as_dtype(h["weight_decay"]),
+        )
 
 
 class RMSprop(Optimizer):
@@ -161,8 +170,9 @@ class RMSprop(Optimizer):
         self._require(self._hyper["eps"] > 0, "eps", "positive")
 
     def _update(self, param, grad, states, as_dtype):
-        rmsprop_update(param, grad, *states, as_dtype(self.lr), as_dtype(self._hyper["alpha"]),
-                       as_dtype(self._hyper["eps"]))
+        rmsprop_update(
+            param, grad, *states, as_dtype(self.lr), as_dtype(self._hyper["alpha"]), as_dtype(self._hyper["eps"])
+        )
 
 
 class Adagrad(Optimizer):
@@ -184,12 +194,12 @@ class SGD(Optimizer):
 
     def _check_hyper(self):
         self._require(0 <= self._hyper["momentum"] < 1, "momentum", "in [0, 1)")
-        self._require(self._hyper["momentum"] > 0 or not self._hyper["nesterov"], "momentum",
-                      "positive when nesterov is on")
+        self._require(
+            self._hyper["momentum"] > 0 or not self._hyper["nesterov"], "momentum", "positive when nesterov is on"
+        )
 
     def _update(self, param, grad, states, as_dtype):
-        sgd_update(param, grad, *states, as_dtype(self.lr), as_dtype(self._hyper["momentum"]),
-                   self._hyper["nesterov"])
+        sgd_update(param, grad, *states, as_dtype(self.lr), as_dtype(self._hyper["momentum"]), self._hyper["nesterov"])
 
 
 OPTIMIZERS = {cls.name: cls for cls in (Adam, RMSprop, Adagrad, SGD)}

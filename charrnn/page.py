@@ -36,8 +36,9 @@ DEFAULT_MAX_VALUES = 8_000_000
 _LEVELS = 65535
 
 
-def page_char_count(text_length, layers, hidden, quantity_count, max_chars=DEFAULT_MAX_CHARS,
-                    max_values=DEFAULT_MAX_VALUES):
+def page_char_count(
+    text_length, layers, hidden, quantity_count, max_chars=DEFAULT_MAX_CHARS, max_values=DEFAULT_MAX_VALUES
+):
     """How many leading characters the page will show within both budgets (at least 1 if any)."""
     per_char = max(1, layers * hidden * quantity_count)
     return max(min(text_length, 1), min(text_length, max_chars, max_values // per_char))
@@ -73,14 +74,27 @@ def _clean_json(value):
 def script_safe_json(data):
     """JSON that cannot end or confuse the <script> element it sits in."""
     encoded = json.dumps(_clean_json(data), ensure_ascii=True, separators=(",", ":"), allow_nan=False)
-    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
-                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for raw, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         encoded = encoded.replace(raw, escaped)
     return encoded
 
 
-def page_data(text, activations, ranking, vocab_symbols, meta, max_chars=DEFAULT_MAX_CHARS,
-              max_values=DEFAULT_MAX_VALUES, quantities=None):
+def page_data(
+    text,
+    activations,
+    ranking,
+    vocab_symbols,
+    meta,
+    max_chars=DEFAULT_MAX_CHARS,
+    max_values=DEFAULT_MAX_VALUES,
+    quantities=None,
+):
     """The dict the page embeds (the module docstring says how activations are packed).
 
     quantities limits the pickable quantities (default: all recorded), leaving room for more text;
@@ -94,8 +108,7 @@ def page_data(text, activations, ranking, vocab_symbols, meta, max_chars=DEFAULT
         raise ValueError(f"text has {len(text)} characters, activations {len(activations['h'])}")
     _, layers, hidden = activations["h"].shape
     shown = page_char_count(len(text), layers, hidden, len(names), max_chars, max_values)
-    blocks = {name: [_quantize(activations[name][:shown, layer, :]) for layer in range(layers)]
-              for name in names}
+    blocks = {name: [_quantize(activations[name][:shown, layer, :]) for layer in range(layers)] for name in names}
     return {
         "text": text[:shown],
         "total_chars": len(text),
@@ -107,14 +120,26 @@ def page_data(text, activations, ranking, vocab_symbols, meta, max_chars=DEFAULT
         "blocks": blocks,
         "top_ids": activations["top_ids"][:shown].tolist(),
         "top_probs": np.round(activations["top_probs"][:shown].astype(np.float64), 4).tolist(),
-        "ranking": [row for row in (row._asdict() if hasattr(row, "_asdict") else dict(row) for row in ranking)
-                    if row["quantity"] in names],
+        "ranking": [
+            row
+            for row in (row._asdict() if hasattr(row, "_asdict") else dict(row) for row in ranking)
+            if row["quantity"] in names
+        ],
         "meta": meta or {},
     }
 
 
-def write_index_html(path, text, activations, ranking, vocab_symbols, meta, max_chars=DEFAULT_MAX_CHARS,
-                     max_values=DEFAULT_MAX_VALUES, quantities=None):
+def write_index_html(
+    path,
+    text,
+    activations,
+    ranking,
+    vocab_symbols,
+    meta,
+    max_chars=DEFAULT_MAX_CHARS,
+    max_values=DEFAULT_MAX_VALUES,
+    quantities=None,
+):
     """Write the inspection page for `text` (its first max_chars characters at most) to path."""
     data = page_data(text, activations, ranking, vocab_symbols, meta, max_chars, max_values, quantities)
     html = _TEMPLATE.replace("__INSPECT_DATA__", script_safe_json(data))

@@ -67,7 +67,11 @@ def read_cache(path: Path, note) -> dict:
     try:
         with open(path, encoding="utf-8") as file:
             cache = json.load(file)
-        if not isinstance(cache, dict) or cache.get("version") != CACHE_VERSION or not isinstance(cache.get("machines"), dict):
+        if (
+            not isinstance(cache, dict)
+            or cache.get("version") != CACHE_VERSION
+            or not isinstance(cache.get("machines"), dict)
+        ):
             raise ValueError("unknown layout")
     except FileNotFoundError:
         return empty

@@ -15,8 +15,13 @@ from matplotlib.figure import Figure
 from charrnn.data import symbol_caption
 from charrnn.inspection import write_output
 
-GATE_TITLES = {"i": "input gate i", "f": "forget gate f", "o": "output gate o",
-               "r": "reset gate r", "z": "update gate z"}
+GATE_TITLES = {
+    "i": "input gate i",
+    "f": "forget gate f",
+    "o": "output gate o",
+    "r": "reset gate r",
+    "z": "update gate z",
+}
 DPI = 110
 
 
@@ -44,8 +49,15 @@ def plot_gate_saturation(path, saturation):
     for ax, gate in zip(axes, gates):
         ax.plot([0, 1], [1, 0], color="0.8", linewidth=0.8, linestyle="--", zorder=0)
         for layer in range(layers):
-            ax.scatter(saturation.left[gate][layer], saturation.right[gate][layer], s=14, alpha=0.7,
-                       color=f"C{layer % 10}", edgecolors="none", label=f"layer {layer}")
+            ax.scatter(
+                saturation.left[gate][layer],
+                saturation.right[gate][layer],
+                s=14,
+                alpha=0.7,
+                color=f"C{layer % 10}",
+                edgecolors="none",
+                label=f"layer {layer}",
+            )
         ax.set_title(GATE_TITLES.get(gate, gate))
         ax.set_xlim(-0.03, 1.03)
         ax.set_ylim(-0.03, 1.03)
@@ -76,8 +88,13 @@ def plot_cell_heatmap(path, text_segment, values, labels, vmin=None, vmax=None):
     figure = _new_figure(label_width + 0.15 * columns + 1.3, 0.34 * rows + 1.2)
     ax = figure.add_subplot()
     image = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=vmin, vmax=vmax, interpolation="nearest")
-    ax.set_xticks(range(columns), labels=[symbol_caption(ch) for ch in text_segment],
-                  fontfamily="monospace", fontsize=8, parse_math=False)
+    ax.set_xticks(
+        range(columns),
+        labels=[symbol_caption(ch) for ch in text_segment],
+        fontfamily="monospace",
+        fontsize=8,
+        parse_math=False,
+    )
     ax.tick_params(axis="x", length=0, pad=2)
     ax.set_yticks(range(rows), labels=list(labels), fontsize=8, parse_math=False)
     figure.colorbar(image, ax=ax, fraction=0.04, pad=0.01)
@@ -94,10 +111,16 @@ def plot_loss_curve(path, history):
 
     history: a list of dicts with "iter", "train_loss" and optionally "val_loss".
     """
-    train = [(entry["iter"], entry["train_loss"]) for entry in history
-             if entry.get("train_loss") is not None and math.isfinite(entry["train_loss"])]
-    val = [(entry["iter"], entry["val_loss"]) for entry in history
-           if entry.get("val_loss") is not None and math.isfinite(entry["val_loss"])]
+    train = [
+        (entry["iter"], entry["train_loss"])
+        for entry in history
+        if entry.get("train_loss") is not None and math.isfinite(entry["train_loss"])
+    ]
+    val = [
+        (entry["iter"], entry["val_loss"])
+        for entry in history
+        if entry.get("val_loss") is not None and math.isfinite(entry["val_loss"])
+    ]
     if not train and not val:
         raise ValueError("no finite loss values to plot")
     figure = _new_figure(7.5, 4.2)

@@ -16,8 +16,8 @@ from __future__ import annotations
 import codecs
 import math
 import time
+from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -153,7 +153,9 @@ class Sampler:
             self._unit_work = self._unit_work_arrays(L, H, cfg.gate_width // H, V, dtype)
         self._adaptive = threads is None and self.workers > 1
         if self._adaptive:
-            self._timings = _thread_timings.setdefault((cfg.cell, L, H, np.dtype(dtype).name), {"calls": 0, "rates": {}})
+            self._timings = _thread_timings.setdefault(
+                (cfg.cell, L, H, np.dtype(dtype).name), {"calls": 0, "rates": {}}
+            )
 
     def _unit_work_arrays(self, L, H, G, V, dtype):
         workers = self.workers
@@ -185,8 +187,11 @@ class Sampler:
                 pack_unit_columns(packed, W, workers, H)
                 return packed
 
-            packs[workers] = (tuple(pack(W) for W in W_xs), tuple(pack(W) for W in W_hs),
-                              tuple(pack(b.reshape(1, -1))[:, 0] for b in biases))
+            packs[workers] = (
+                tuple(pack(W) for W in W_xs),
+                tuple(pack(W) for W in W_hs),
+                tuple(pack(b.reshape(1, -1))[:, 0] for b in biases),
+            )
         return packs[workers]
 
     def set_state(self, state: np.ndarray, logits: np.ndarray) -> None:
@@ -214,8 +219,23 @@ class Sampler:
             return out
         cell, W_xs, W_hs, biases, b_hns, out_W, out_b = self._weights
         sample_chunk(
-            out, uniforms, self.logits, self.h, self.c, cell, W_xs, W_hs, biases, b_hns, out_W, out_b,
-            temperature, top_k, top_p, greedy, *self._work,
+            out,
+            uniforms,
+            self.logits,
+            self.h,
+            self.c,
+            cell,
+            W_xs,
+            W_hs,
+            biases,
+            b_hns,
+            out_W,
+            out_b,
+            temperature,
+            top_k,
+            top_p,
+            greedy,
+            *self._work,
         )
         return out
 
@@ -244,8 +264,22 @@ class Sampler:
         work["c"][...] = self.c[:, 0]
         work["logits"][:, : self.logits.shape[1]] = self.logits[0]
         cell, _, _, _, b_hns, out_W, out_b = self._weights
-        shared = (work["arrivals"], out, uniforms, work["h_pair"], work["c"], cell, *self._packs(workers), b_hns,
-                  out_W, out_b, *self.controls, *work["arrays"], work["logits"], *work["sampling"])
+        shared = (
+            work["arrivals"],
+            out,
+            uniforms,
+            work["h_pair"],
+            work["c"],
+            cell,
+            *self._packs(workers),
+            b_hns,
+            out_W,
+            out_b,
+            *self.controls,
+            *work["arrays"],
+            work["logits"],
+            *work["sampling"],
+        )
         run_parts([partial(sample_units, worker, workers, *shared) for worker in range(workers)])
         self.h[:, 0] = work["h_pair"][len(out) % 2]
         self.c[:, 0] = work["c"]
@@ -287,9 +321,20 @@ def decode_text(vocab, ids) -> str:
 
 # ------------------------------------------------------------------------------------- generate
 def generate(
-    model, vocab, length: int, temperature: float = 1.0, prime="", seed=None, top_k: int = 0,
-    top_p: float = 1.0, argmax: bool = False, num_samples: int = 1, chunk: int = 256,
-    drop_unknown: bool = False, start_probs=None, notify: Callable[[str], None] | None = None,
+    model,
+    vocab,
+    length: int,
+    temperature: float = 1.0,
+    prime="",
+    seed=None,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    argmax: bool = False,
+    num_samples: int = 1,
+    chunk: int = 256,
+    drop_unknown: bool = False,
+    start_probs=None,
+    notify: Callable[[str], None] | None = None,
     threads: int | None = None,
 ) -> Iterator[tuple[int, str]]:
     """Samples `num_samples` texts of `length` new characters each, as (stream_index, text) pieces.
@@ -384,7 +429,13 @@ def beam_search_ids(model, prime_ids, length: int, beam_width: int, start_probs=
 
 
 def beam_search(
-    model, vocab, prime, length: int, beam_width: int, drop_unknown: bool = False, start_probs=None,
+    model,
+    vocab,
+    prime,
+    length: int,
+    beam_width: int,
+    drop_unknown: bool = False,
+    start_probs=None,
     notify: Callable[[str], None] | None = None,
 ) -> str:
     """The prime followed by the most likely `length`-character continuation beam search finds."""

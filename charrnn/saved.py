@@ -38,9 +38,11 @@ def save_model(path, model, vocab, meta=None, extra_arrays=None):
 def model_from_checkpoint(arrays, meta, dtype=np.float32, source="the checkpoint"):
     """(model, vocab) from a loaded checkpoint; anything inconsistent is a CharrnnError naming `source`."""
     if "model" not in meta or "vocab" not in meta:
-        raise CharrnnError(f"{source} has no model configuration or vocabulary, so it was not written by "
-                           "`charrnn train`; pass a checkpoint from a run directory")
-    params = {name[len(PARAM):]: array for name, array in arrays.items() if name.startswith(PARAM)}
+        raise CharrnnError(
+            f"{source} has no model configuration or vocabulary, so it was not written by "
+            "`charrnn train`; pass a checkpoint from a run directory"
+        )
+    params = {name[len(PARAM) :]: array for name, array in arrays.items() if name.startswith(PARAM)}
     try:
         config = ModelConfig.from_dict(meta["model"])
         vocab = Vocab.from_dict(meta["vocab"])
@@ -55,8 +57,10 @@ def model_from_checkpoint(arrays, meta, dtype=np.float32, source="the checkpoint
         plan = Plan.from_dict(meta["plan"]) if "plan" in meta else None  # older checkpoints: the default
         model = Model(config, params=params, dtype=dtype, plan=plan)
     except CharrnnError as error:
-        raise CharrnnError(f"{source} is not a usable charrnn checkpoint ({error}); "
-                           "pick another checkpoint from the run directory or retrain") from None
+        raise CharrnnError(
+            f"{source} is not a usable charrnn checkpoint ({error}); "
+            "pick another checkpoint from the run directory or retrain"
+        ) from None
     return model, vocab
 
 
@@ -94,6 +98,8 @@ def load_split_ids(meta, split):
     if split not in splits:
         raise CharrnnError(f"unknown split {split!r}; choose train, val or test")
     if len(splits[split]) < 2:
-        raise CharrnnError(f"the {split} split of {path} is empty (it was trained with a {split} fraction of 0); "
-                           "pass a text file instead")
+        raise CharrnnError(
+            f"the {split} split of {path} is empty (it was trained with a {split} fraction of 0); "
+            "pass a text file instead"
+        )
     return splits[split]

@@ -117,8 +117,21 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise CharrnnError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_iters", "max_minutes", "max_epochs", "checkpoint_every", "keep_last", "max_grad_norm",
-                     "grad_clip", "weight_decay", "lr_decay_after", "seed", "warmup_iters", "lr_decay_iters", "min_lr"):
+        for name in (
+            "max_iters",
+            "max_minutes",
+            "max_epochs",
+            "checkpoint_every",
+            "keep_last",
+            "max_grad_norm",
+            "grad_clip",
+            "weight_decay",
+            "lr_decay_after",
+            "seed",
+            "warmup_iters",
+            "lr_decay_iters",
+            "min_lr",
+        ):
             if getattr(self, name) < 0:
                 raise CharrnnError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -131,11 +144,14 @@ class TrainConfig:
             raise CharrnnError(f"--lr-schedule must be step or cosine, got {self.lr_schedule!r}")
         if self.lr_schedule == "cosine":
             if not (self.cosine_end or self.max_minutes):
-                raise CharrnnError("--lr-schedule cosine needs an end: give --max-iters or --lr-decay-iters, "
-                                   "or --max-minutes to fit it to a time budget")
+                raise CharrnnError(
+                    "--lr-schedule cosine needs an end: give --max-iters or --lr-decay-iters, "
+                    "or --max-minutes to fit it to a time budget"
+                )
             if self.cosine_end and self.warmup_iters >= self.cosine_end:
-                raise CharrnnError(f"--warmup-iters {self.warmup_iters} must be below the cosine's end at "
-                                   f"iteration {self.cosine_end}")
+                raise CharrnnError(
+                    f"--warmup-iters {self.warmup_iters} must be below the cosine's end at iteration {self.cosine_end}"
+                )
             if self.min_lr > self.lr:
                 raise CharrnnError(f"--min-lr {self.min_lr:g} must not exceed --lr {self.lr:g}")
         if not 0 <= self.dropout < 1:
@@ -219,12 +235,16 @@ class Trainer:
         if config.val_frac > 0 and len(self.splits["val"]) < 2:
             raise CharrnnError("the validation split is too short to evaluate; raise --val-frac or use a longer corpus")
 
-        model_config = ModelConfig(config.model, len(self.vocab), config.hidden, config.layers, config.dropout,
-                                   config.weight_drop)
+        model_config = ModelConfig(
+            config.model, len(self.vocab), config.hidden, config.layers, config.dropout, config.weight_drop
+        )
         self.model = Model(model_config, params=base_params, dtype=np.float32, seed=config.seed)
         if resume_from is None:  # a resumed run keeps the plan its checkpoint recorded
-            self.model.plan = (choose_plan(model_config, config.batch_size, config.seq_length, note=log)
-                               if config.plan == "auto" else Plan(config.plan, thread_budget()))
+            self.model.plan = (
+                choose_plan(model_config, config.batch_size, config.seq_length, note=log)
+                if config.plan == "auto"
+                else Plan(config.plan, thread_budget())
+            )
         hyper = {"weight_decay": config.weight_decay} if config.optimizer == "adam" else {}
         self.optimizer = make_optimizer(config.optimizer, self.model.params, config.lr, **hyper)
         self.grads = self.model.zeros_like_params()
@@ -275,6 +295,7 @@ class Trainer:
         if dropped:
             # Durable: the resumed run appends to this log, which must not come back torn after a crash.
             atomic_write(path, lambda out: out.write("".join(kept).encode("utf-8")))
+
     def _prepare_out_dir(self):
         try:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -283,15 +304,19 @@ class Trainer:
             probe.unlink()
             (self.out / "samples").mkdir(exist_ok=True)
         except OSError as error:
-            raise CharrnnError(f"cannot write to the output directory {self.out} ({error.strerror}); choose another --out") from None
+            raise CharrnnError(
+                f"cannot write to the output directory {self.out} ({error.strerror}); choose another --out"
+            ) from None
 
     def _read_resume_point(self, run_dir):
         """The run directory's latest checkpoint, read once: its path, arrays, metadata, model, vocabulary."""
         path = resolve_checkpoint(run_dir, which="latest")
         missing = stale_pointer(run_dir, "latest")
         if missing:
-            self.log(f"warning: {Path(run_dir) / POINTER_FILES['latest']} names {missing}, which is gone; "
-                     f"resuming from {path.name}, the newest checkpoint left")
+            self.log(
+                f"warning: {Path(run_dir) / POINTER_FILES['latest']} names {missing}, which is gone; "
+                f"resuming from {path.name}, the newest checkpoint left"
+            )
         arrays, meta = load_checkpoint(path)
         model, vocab = model_from_checkpoint(arrays, meta, source=path)
         return {"path": path, "arrays": arrays, "meta": meta, "model": model, "vocab": vocab}
@@ -313,12 +338,16 @@ class Trainer:
                 "resume with that file or start a new run"
             )
         if vocab != self.vocab or model.config != self.model.config:
-            raise CharrnnError("the checkpoint's model or vocabulary does not match this corpus and these options; start a new run")
+            raise CharrnnError(
+                "the checkpoint's model or vocabulary does not match this corpus and these options; start a new run"
+            )
         self.model = model
         self.grads = self.model.zeros_like_params()
         try:
             self.optimizer = make_optimizer(**meta["optimizer"], params=self.model.params)
-            self.optimizer.load_state_arrays({k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")})
+            self.optimizer.load_state_arrays(
+                {k[len("optim/") :]: v for k, v in arrays.items() if k.startswith("optim/")}
+            )
             self.rng.bit_generator.state = meta["rng"]
             self.loader.load_state_dict(meta["loader"])
             self.state = np.ascontiguousarray(arrays["state/train"], dtype=np.float32)
@@ -332,8 +361,10 @@ class Trainer:
             schedule_end = meta.get("schedule_end")
             self.schedule_end = None if schedule_end is None else int(schedule_end)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise CharrnnError(f"{path} is a model-only or damaged checkpoint and cannot resume training ({error}); "
-                               "resume from another checkpoint or start a new run") from None
+            raise CharrnnError(
+                f"{path} is a model-only or damaged checkpoint and cannot resume training ({error}); "
+                "resume from another checkpoint or start a new run"
+            ) from None
         if self.state.shape != self.model.initial_state(self.config.batch_size).shape:
             raise CharrnnError("the checkpoint's carried state does not fit this batch size; start a new run")
         self.log(f"resumed from {path} at iteration {self.iteration} (epoch {self.loader.epoch_fraction:.2f})")
@@ -418,7 +449,9 @@ class Trainer:
         elif not self.history or self.history[-1]["iter"] != self.iteration:
             with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as metrics:
                 self._evaluate_and_save(self.last_loss, metrics)
-        self.log(f"stopped ({reason}) at iteration {self.iteration} after {self.train_seconds / 60:.1f} min; run in {self.out}")
+        self.log(
+            f"stopped ({reason}) at iteration {self.iteration} after {self.train_seconds / 60:.1f} min; run in {self.out}"
+        )
         return reason
 
     def _last_iteration(self):
@@ -498,7 +531,9 @@ class Trainer:
             self._roll_back(f"the gradient norm became {norm}")
             return None, None
         if loss > BLOWUP_FACTOR * self.first_loss:
-            self._roll_back(f"the loss jumped to {loss:.3f}, over {BLOWUP_FACTOR:g}x the first loss {self.first_loss:.3f}")
+            self._roll_back(
+                f"the loss jumped to {loss:.3f}, over {BLOWUP_FACTOR:g}x the first loss {self.first_loss:.3f}"
+            )
             return None, None
         if cfg.grad_clip:
             clip_grad_value(self.grads, cfg.grad_clip)
@@ -524,18 +559,26 @@ class Trainer:
         end, limit = self.iteration + fits, f"budget {cfg.max_minutes:g} min"
         if cfg.max_epochs:
             # A cosine the epoch limit cut would stop mid-way, as the budget would have.
-            by_epochs = self.iteration + math.ceil((cfg.max_epochs - self.loader.epoch_fraction)
-                                                   * self.loader.batches_per_epoch - 1e-9)
+            by_epochs = self.iteration + math.ceil(
+                (cfg.max_epochs - self.loader.epoch_fraction) * self.loader.batches_per_epoch - 1e-9
+            )
             if by_epochs < end:
-                end, limit = by_epochs, f"--max-epochs {cfg.max_epochs:g} comes before the {cfg.max_minutes:g} min budget"
+                end, limit = (
+                    by_epochs,
+                    f"--max-epochs {cfg.max_epochs:g} comes before the {cfg.max_minutes:g} min budget",
+                )
         if end <= cfg.warmup_iters:
-            self.log(f"warning: the budget holds about {end} iterations, too few to get past --warmup-iters "
-                     f"{cfg.warmup_iters}; raise --max-minutes or lower --warmup-iters")
+            self.log(
+                f"warning: the budget holds about {end} iterations, too few to get past --warmup-iters "
+                f"{cfg.warmup_iters}; raise --max-minutes or lower --warmup-iters"
+            )
         end = max(end, self.iteration + 1, cfg.warmup_iters + 1)  # an end already passed: the budget stops the run
         self.schedule_end = end
-        self.log(f"schedule: cosine fixed to end at iteration {end} (measured {per_iter * 1000:.0f} ms/iter over "
-                 f"iterations {self.iteration - MEASURE_ITERS + 1}-{self.iteration}, evaluations ~{per_eval:.3g} s each; "
-                 f"{limit})")
+        self.log(
+            f"schedule: cosine fixed to end at iteration {end} (measured {per_iter * 1000:.0f} ms/iter over "
+            f"iterations {self.iteration - MEASURE_ITERS + 1}-{self.iteration}, evaluations ~{per_eval:.3g} s each; "
+            f"{limit})"
+        )
         self._save(val_loss)  # again: the checkpoint just written predates the end, and a resume needs it
 
     # ------------------------------------------------------------------------ divergence
@@ -588,7 +631,12 @@ class Trainer:
             "seconds": round(self.train_seconds, 2),
         }
         self.history.append(entry)
-        metrics.write(json.dumps({"eval": True, **entry, "val_bits_per_char": None if val_loss is None else round(val_loss / LN2, 5)}) + "\n")
+        metrics.write(
+            json.dumps(
+                {"eval": True, **entry, "val_bits_per_char": None if val_loss is None else round(val_loss / LN2, 5)}
+            )
+            + "\n"
+        )
         metrics.flush()
         if val_loss is not None:
             best = "  (best so far)" if val_loss < self.best_val_loss else ""
@@ -637,9 +685,17 @@ class Trainer:
 
         cfg = self.config
         seed = cfg.seed * 1_000_003 + self.iteration  # its own stream: sampling never moves the training RNG
-        pieces = [chunk for _, chunk in generate(self.model, self.vocab, cfg.sample_length,
-                                                 temperature=cfg.sample_temperature, seed=seed,
-                                                 start_probs=self.unigram)]
+        pieces = [
+            chunk
+            for _, chunk in generate(
+                self.model,
+                self.vocab,
+                cfg.sample_length,
+                temperature=cfg.sample_temperature,
+                seed=seed,
+                start_probs=self.unigram,
+            )
+        ]
         header = f"iteration {self.iteration}, epoch {self.loader.epoch_fraction:.2f}, "
         header += f"val loss {val_loss:.4f}, " if val_loss is not None else ""
         header += f"temperature {cfg.sample_temperature}, seed {seed}\n" + "-" * 60 + "\n"

@@ -173,8 +173,10 @@ def gemm_bound(hidden, large_gflops, step_gflops):
     window-wide ones at the large square product's. None without the rates."""
     if not large_gflops or not all(step_gflops.get(kind) for kind in (STEP_FORWARD, STEP_BACKWARD)):
         return None
-    seconds = sum(product.flops / (1e9 * (large_gflops if product.kind == WINDOW else step_gflops[product.kind]))
-                  for product in training_products(hidden))
+    seconds = sum(
+        product.flops / (1e9 * (large_gflops if product.kind == WINDOW else step_gflops[product.kind]))
+        for product in training_products(hidden)
+    )
     return BATCH * STEPS / seconds
 
 
@@ -234,6 +236,7 @@ def whole_run(repeat_gemm, out, a, b, tile_mnk):
 
 def split_run(repeat_gemm, pieces, tile_mnk, pool):
     """Each (out, a, b) piece on its own thread (the first on this one), all at once."""
+
     def run(repeats):
         futures = [pool.submit(repeat_gemm, *piece, tile_mnk, repeats) for piece in pieces[1:]]
         repeat_gemm(*pieces[0], tile_mnk, repeats)
@@ -255,8 +258,10 @@ def split_rates(repeat_gemm, out, a, b, parts, tile_mnk, pool, args):
     (m, k), n = a.shape, b.shape[1]
     rows = [(out[s], a[s], b) for s in split_rows(m, parts)]
     columns = [(out[:, s], a, b[:, s]) for s in split_rows(n, parts)]
-    return {"rows": gflops(split_run(repeat_gemm, rows, tile_mnk, pool), m, k, n, args),
-            "columns": gflops(split_run(repeat_gemm, columns, tile_mnk, pool), m, k, n, args)}
+    return {
+        "rows": gflops(split_run(repeat_gemm, rows, tile_mnk, pool), m, k, n, args),
+        "columns": gflops(split_run(repeat_gemm, columns, tile_mnk, pool), m, k, n, args),
+    }
 
 
 def measure_machine(args):
@@ -282,8 +287,9 @@ def measure_machine(args):
     for hidden in args.hidden:
         for kind in (STEP_FORWARD, STEP_BACKWARD):
             m, k, n = step_shape(hidden, kind)
-            steps.append({"hidden": hidden, "kind": kind, "shape": [m, k, n], "gflops": {},
-                          "operands": operands(m, k, n, rng)})
+            steps.append(
+                {"hidden": hidden, "kind": kind, "shape": [m, k, n], "gflops": {}, "operands": operands(m, k, n, rng)}
+            )
     # Each group of timings sets the BLAS's thread count itself (charrnn.parallel pins it to one).
     # The split timings come first: after a multi-threaded call OpenBLAS's own threads spin for a
     # while, and on a machine with few cores they would take cores from the split's threads.
@@ -294,8 +300,9 @@ def measure_machine(args):
     size = LARGE_SGEMM
     with threadpool_limits(limits=args.threads, user_api="blas"):
         for step in steps:
-            step["gflops"]["whole"] = gflops(whole_run(repeat_gemm, *step.pop("operands"), tile_mnk),
-                                             *step["shape"], args)
+            step["gflops"]["whole"] = gflops(
+                whole_run(repeat_gemm, *step.pop("operands"), tile_mnk), *step["shape"], args
+            )
             step["best"] = max(step["gflops"].values())
         out, a, b = operands(size, size, size, rng)
         large = gflops(whole_run(repeat_gemm, out, a, b, 0), size, size, size, args)
@@ -341,8 +348,9 @@ def charrnn_sampler(model, threads=None):
         vocab = Vocab([chr(ord("!") + k) for k in range(VOCAB)])
 
         def sample_chunk(length):
-            text = "".join(piece for _, piece in generate(model, vocab, length, temperature=1.0, seed=1,
-                                                          threads=threads))
+            text = "".join(
+                piece for _, piece in generate(model, vocab, length, temperature=1.0, seed=1, threads=threads)
+            )
             assert len(text) == length
 
         return sample_chunk, "charrnn.sampling.generate"
@@ -417,8 +425,10 @@ def run_torch(hidden, args):
     optimizer = torch.optim.Adam(params, lr=LR)
     loss_function = nn.CrossEntropyLoss()
     batches = [
-        (nn.functional.one_hot(torch.from_numpy(x.T.astype(np.int64)), VOCAB).float(),
-         torch.from_numpy(y.T.astype(np.int64)).reshape(-1))
+        (
+            nn.functional.one_hot(torch.from_numpy(x.T.astype(np.int64)), VOCAB).float(),
+            torch.from_numpy(y.T.astype(np.int64)).reshape(-1),
+        )
         for x, y in random_batches(8)
     ]
     state = (torch.zeros(LAYERS, BATCH, hidden), torch.zeros(LAYERS, BATCH, hidden))
@@ -479,9 +489,22 @@ def run_child(worker, hiddens, args):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     command = [
-        sys.executable, os.path.abspath(__file__), "--worker", worker, "--hidden", ",".join(map(str, hiddens)),
-        "--iters", str(args.iters), "--warmup", str(args.warmup), "--sample-chars", str(args.sample_chars),
-        "--threads", str(args.threads), "--plan", args.plan,
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        worker,
+        "--hidden",
+        ",".join(map(str, hiddens)),
+        "--iters",
+        str(args.iters),
+        "--warmup",
+        str(args.warmup),
+        "--sample-chars",
+        str(args.sample_chars),
+        "--threads",
+        str(args.threads),
+        "--plan",
+        args.plan,
     ] + (["--quick"] if args.quick else [])
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-cache-") as cache:
         if args.cold and worker == "charrnn":
@@ -519,7 +542,8 @@ def step_gflops_record(machine, hidden):
     """{"step_forward": {"shape", "whole", "rows", "columns", "best"}, "step_backward": ...} at this size."""
     return {
         step["kind"]: {"shape": step["shape"], **step["gflops"], "best": step["best"]}
-        for step in machine["sgemm_gflops"]["steps"] if step["hidden"] == hidden
+        for step in machine["sgemm_gflops"]["steps"]
+        if step["hidden"] == hidden
     }
 
 
@@ -586,9 +610,11 @@ def format_row(row):
     )
 
 
-TABLE_HEADER = (f"{'H':>5} {'plan':>6} {'train c/s':>10} {'torch':>10} {'ratio':>6} {'bound c/s':>10} {'of bound':>8} "
-                f"{'torch':>8} {'sample c/s':>11} {'torch':>9} {'ratio':>6} {'1-thread':>8} {'compile s':>9} "
-                f"{'RSS MB':>7} {'torch MB':>8}")
+TABLE_HEADER = (
+    f"{'H':>5} {'plan':>6} {'train c/s':>10} {'torch':>10} {'ratio':>6} {'bound c/s':>10} {'of bound':>8} "
+    f"{'torch':>8} {'sample c/s':>11} {'torch':>9} {'ratio':>6} {'1-thread':>8} {'compile s':>9} "
+    f"{'RSS MB':>7} {'torch MB':>8}"
+)
 
 
 def planned_split(hidden, args):
@@ -622,22 +648,30 @@ def print_machine(machine, torch_blas, args):
     print(f"torch's BLAS: {torch_blas or 'not measured'}")
     tile_mnk = machine["tile_mnk"]
     tiling = f"in blocks of <= {tile_mnk} multiply-adds, as charrnn's kernels" if tile_mnk else "one call"
-    split = (f"rows/columns: cut into {args.threads} threads, single-threaded BLAS each" if args.threads > 1
-             else "one thread: no split")
-    print(f"sgemm GFLOP/s on charrnn's BLAS, fastest of {args.gemm_trials} timings; whole: one call, "
-          f"{args.threads}-thread BLAS;\n  {split}; per-step products {tiling}")
+    split = (
+        f"rows/columns: cut into {args.threads} threads, single-threaded BLAS each"
+        if args.threads > 1
+        else "one thread: no split"
+    )
+    print(
+        f"sgemm GFLOP/s on charrnn's BLAS, fastest of {args.gemm_trials} timings; whole: one call, "
+        f"{args.threads}-thread BLAS;\n  {split}; per-step products {tiling}"
+    )
     large = machine["sgemm_gflops"]["large"]
-    print(f"  {product_shape(*large['shape']):<40} whole {large['gflops']:6.1f}  "
-          "(the rate of window-wide products)")
+    print(f"  {product_shape(*large['shape']):<40} whole {large['gflops']:6.1f}  (the rate of window-wide products)")
     for step in machine["sgemm_gflops"]["steps"]:
         rates = "  ".join(f"{way} {step['gflops'][way]:6.1f}" for way in SGEMM_WAYS if way in step["gflops"])
-        print(f"  H={step['hidden']:<4} {KIND_LABELS[step['kind']]:<14} {product_shape(*step['shape']):<20} "
-              f"{rates}  best {step['best']:6.1f}")
+        print(
+            f"  H={step['hidden']:<4} {KIND_LABELS[step['kind']]:<14} {product_shape(*step['shape']):<20} "
+            f"{rates}  best {step['best']:6.1f}"
+        )
     for hidden in args.hidden:
         products = training_products(hidden)
         sequential = sum(p.flops for p in products if p.kind != WINDOW) / (BATCH * STEPS)
-        print(f"  H={hidden}: {flops_per_char(hidden) / 1e6:.3f} MFLOP per training character, "
-              f"{sequential / 1e6:.3f} of them in per-step products")
+        print(
+            f"  H={hidden}: {flops_per_char(hidden) / 1e6:.3f} MFLOP per training character, "
+            f"{sequential / 1e6:.3f} of them in per-step products"
+        )
 
 
 def main(argv=None):
@@ -651,8 +685,12 @@ def main(argv=None):
     parser.add_argument("--cold", action="store_true", help="compile from an empty Numba cache")
     parser.add_argument("--quick", action="store_true", help="fewer iterations: a rough number fast")
     parser.add_argument("--no-torch", action="store_true", help="charrnn only")
-    parser.add_argument("--plan", choices=("auto", "batch", "units"), default="auto",
-                        help="charrnn's split between threads (auto: the one a run of the shape gets here)")
+    parser.add_argument(
+        "--plan",
+        choices=("auto", "batch", "units"),
+        default="auto",
+        help="charrnn's split between threads (auto: the one a run of the shape gets here)",
+    )
     parser.add_argument("--machine-only", action="store_true", help="the machine and its sgemm rates, no training")
     parser.add_argument("--json", action="store_true", help="one JSON object per hidden size")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -676,9 +714,11 @@ def main(argv=None):
     if args.machine_only:
         return
     if not args.json:
-        print(f"LSTM {LAYERS} layers, B={BATCH}, T={STEPS}, V={VOCAB}, float32, {args.threads} threads, "
-              f"median of up to {args.iters} timed iterations, {args.rounds} round(s)"
-              + ("" if with_torch else "; torch not measured" + ("" if args.no_torch else " (not installed)")))
+        print(
+            f"LSTM {LAYERS} layers, B={BATCH}, T={STEPS}, V={VOCAB}, float32, {args.threads} threads, "
+            f"median of up to {args.iters} timed iterations, {args.rounds} round(s)"
+            + ("" if with_torch else "; torch not measured" + ("" if args.no_torch else " (not installed)"))
+        )
         print(TABLE_HEADER)
     sampler = None
     for hidden in args.hidden:
@@ -687,10 +727,14 @@ def main(argv=None):
         sampler = row["sampler"]
         print(json.dumps(row) if args.json else format_row(row), flush=True)
     if not args.json:
-        print(f"charrnn sampler: {sampler}; compile s: charrnn's first training call "
-              + ("compiling into an empty Numba cache" if args.cold else "(Numba cache loads, plus allocation)"))
-        print("bound c/s: the GEMM bound, training with every matrix product at the rate measured for its "
-              "shape and nothing else; of bound: train c/s / bound c/s")
+        print(
+            f"charrnn sampler: {sampler}; compile s: charrnn's first training call "
+            + ("compiling into an empty Numba cache" if args.cold else "(Numba cache loads, plus allocation)")
+        )
+        print(
+            "bound c/s: the GEMM bound, training with every matrix product at the rate measured for its "
+            "shape and nothing else; of bound: train c/s / bound c/s"
+        )
 
 
 if __name__ == "__main__":

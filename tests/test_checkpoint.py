@@ -99,8 +99,9 @@ def test_rng_state_in_meta_restores_the_exact_stream(tmp_path):
 
 
 def test_numpy_scalars_in_meta_become_plain_numbers(tmp_path):
-    save_checkpoint(tmp_path / "c.npz", {}, {"val_loss": np.float32(1.5), "iteration": np.int64(3),
-                                             "curve": np.array([1.0, 2.0])})
+    save_checkpoint(
+        tmp_path / "c.npz", {}, {"val_loss": np.float32(1.5), "iteration": np.int64(3), "curve": np.array([1.0, 2.0])}
+    )
     _, meta = load_checkpoint(tmp_path / "c.npz")
     assert meta["val_loss"] == 1.5 and meta["iteration"] == 3 and meta["curve"] == [1.0, 2.0]
 
@@ -258,8 +259,9 @@ def test_object_array_is_refused_as_pickle_without_running_it(tmp_path):
         def __reduce__(self):  # unpickling would call open(marker, "w")
             return (open, (str(marker), "w"))
 
-    path = write_raw_npz(tmp_path / "evil.npz", meta_json(format_version=1),
-                         weights=np.ones(3), evil=np.array([Payload()], dtype=object))
+    path = write_raw_npz(
+        tmp_path / "evil.npz", meta_json(format_version=1), weights=np.ones(3), evil=np.array([Payload()], dtype=object)
+    )
     with pytest.raises(CharrnnError, match="pickle") as refusal:
         load_checkpoint(path)
     assert "evil" in str(refusal.value)
@@ -331,8 +333,9 @@ def make_run(run_dir, points):
     """Save one tiny checkpoint per (iteration, val_loss); return {iteration: path}."""
     paths = {}
     for iteration, val_loss in points:
-        path = save_checkpoint(run_dir / checkpoint_name(iteration, val_loss),
-                               {"x": np.full(2, iteration)}, {"iteration": iteration})
+        path = save_checkpoint(
+            run_dir / checkpoint_name(iteration, val_loss), {"x": np.full(2, iteration)}, {"iteration": iteration}
+        )
         paths[iteration] = path
     return paths
 
@@ -364,8 +367,10 @@ def test_pointer_wins_over_scan_after_resuming_from_an_earlier_checkpoint(tmp_pa
     assert resolve_checkpoint(tmp_path, "latest") == paths[150]
 
 
-@pytest.mark.parametrize("pointer_text", [None, "{broken", '{"file": "ckpt_iter000999_val1.0000.npz"}',
-                                          '{"file": "../outside.npz"}', '["list"]'])
+@pytest.mark.parametrize(
+    "pointer_text",
+    [None, "{broken", '{"file": "ckpt_iter000999_val1.0000.npz"}', '{"file": "../outside.npz"}', '["list"]'],
+)
 def test_resolve_scans_names_when_pointers_are_missing_or_stale(tmp_path, pointer_text):
     run = tmp_path / "run"
     paths = make_run(run, [(100, 1.5), (200, 1.3), (300, 1.4)])
@@ -406,11 +411,12 @@ def test_update_pointers_leaves_best_alone_and_rejects_foreign_paths(tmp_path):
     paths = make_run(run, [(100, 1.0), (200, 2.0)])
     update_pointers(run, paths[100], 1.0, is_best=True)
     update_pointers(run, paths[200], 2.0, is_best=False)
-    assert json.loads((run / "best.json").read_text()) == {"file": paths[100].name, "iteration": 100,
-                                                           "val_loss": 1.0}
+    assert json.loads((run / "best.json").read_text()) == {"file": paths[100].name, "iteration": 100, "val_loss": 1.0}
     assert json.loads((run / "latest.json").read_text())["iteration"] == 200
     assert sorted(child.name for child in run.iterdir() if not child.name.startswith("ckpt_")) == [
-        "best.json", "latest.json"]  # no temp files left behind
+        "best.json",
+        "latest.json",
+    ]  # no temp files left behind
     with pytest.raises(ValueError, match="not inside"):
         update_pointers(run, tmp_path / "elsewhere.npz", 1.0, is_best=True)
 

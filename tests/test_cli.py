@@ -6,10 +6,10 @@ import subprocess
 import sys
 
 import pytest
+from cli_runner import run_main
 
 from charrnn import __version__
 from charrnn.cli import COMMANDS
-from cli_runner import run_main
 
 SUBCOMMANDS = ("train", "sample", "eval", "info", "inspect", "corpus")
 
@@ -31,17 +31,20 @@ def test_bare_charrnn_shows_the_help(capsys):
     assert code == 2 and "Commands:" in out + err and "sample" in out + err
 
 
-@pytest.mark.parametrize("args, phrases", [
-    (("sample", "ckpt.npz", "--temperature", "warm"), ("'warm' is not a valid float", "'charrnn sample --help'")),
-    (("sampel",), ("No such command 'sampel'", "Did you mean 'sample'?", "'charrnn --help'")),
-    (("sample",), ("Missing argument 'CHECKPOINT'",)),
-    (("eval", "ckpt.npz", "--split", "dev"), ("'dev' is not one of",)),
-    (("inspect", "ckpt.npz", "--cell", "a:b"), ("'a:b' is not LAYER:CELL", "'charrnn inspect --help'")),
-    (("inspect", "ckpt.npz", "--feature", "("), ("invalid regular expression '('",)),
-    (("train", "--bogus"), ("No such option '--bogus'",)),
-    (("train", "corpus.txt", "--seed", "-1"), ("'--seed': -1 is not in the range x>=0",)),
-    (("sample", "ckpt.npz", "--seed", "-1"), ("'--seed': -1 is not in the range x>=0",)),
-])
+@pytest.mark.parametrize(
+    "args, phrases",
+    [
+        (("sample", "ckpt.npz", "--temperature", "warm"), ("'warm' is not a valid float", "'charrnn sample --help'")),
+        (("sampel",), ("No such command 'sampel'", "Did you mean 'sample'?", "'charrnn --help'")),
+        (("sample",), ("Missing argument 'CHECKPOINT'",)),
+        (("eval", "ckpt.npz", "--split", "dev"), ("'dev' is not one of",)),
+        (("inspect", "ckpt.npz", "--cell", "a:b"), ("'a:b' is not LAYER:CELL", "'charrnn inspect --help'")),
+        (("inspect", "ckpt.npz", "--feature", "("), ("invalid regular expression '('",)),
+        (("train", "--bogus"), ("No such option '--bogus'",)),
+        (("train", "corpus.txt", "--seed", "-1"), ("'--seed': -1 is not in the range x>=0",)),
+        (("sample", "ckpt.npz", "--seed", "-1"), ("'--seed': -1 is not in the range x>=0",)),
+    ],
+)
 def test_usage_mistakes_are_one_line(capsys, args, phrases):
     code, out, err = run_main(capsys, *args)
     assert code == 2 and out == ""
@@ -68,9 +71,11 @@ def test_running_out_of_memory_is_one_line(capsys, monkeypatch):
 
 def test_the_overview_lists_every_command_without_importing_them():
     """`charrnn --help` answers without numba; its one-line summaries are the commands' own words."""
-    code = ("import sys; from charrnn.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('numba' in sys.modules, 'charrnn.commands.train' in sys.modules)")
+    code = (
+        "import sys; from charrnn.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('numba' in sys.modules, 'charrnn.commands.train' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip().splitlines()[-1] == "False False"
     overview = " ".join(done.stdout.split())  # as one line, whatever the terminal width wrapped

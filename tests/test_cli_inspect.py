@@ -5,10 +5,10 @@ import shlex
 
 import numpy as np
 import pytest
+from cli_runner import run_main
 from conftest import synthetic_text
 
 from charrnn.checkpoint import checkpoint_name
-from cli_runner import run_main
 from charrnn.corpora import file_sha256
 from charrnn.data import Vocab, split_corpus
 from charrnn.features import bracket_depth, builtin_features, quote_feature
@@ -17,7 +17,7 @@ from charrnn.model import Model, ModelConfig
 from charrnn.saved import save_model
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-PAREN_CELL, QUOTE_CELL = 0, 1   # planted in layer 0
+PAREN_CELL, QUOTE_CELL = 0, 1  # planted in layer 0
 LAYERS, HIDDEN = 2, 6
 
 
@@ -54,8 +54,16 @@ def planted_lstm(vocab, layers=LAYERS, hidden=HIDDEN):
 def corpus_meta(path, encoding="utf-8"):
     """The "corpus" entry training writes, so the default validation-split text can be found."""
     n_chars = len(path.read_bytes()) if encoding == "bytes" else len(path.read_text(encoding="utf-8"))
-    return {"corpus": {"path": str(path), "encoding": encoding, "sha256": file_sha256(path), "n_chars": n_chars,
-                       "val_frac": 0.1, "test_frac": 0.0}}
+    return {
+        "corpus": {
+            "path": str(path),
+            "encoding": encoding,
+            "sha256": file_sha256(path),
+            "n_chars": n_chars,
+            "val_frac": 0.1,
+            "test_frac": 0.0,
+        }
+    }
 
 
 def make_checkpoint(directory, cell="lstm", text=None, name="model.npz"):
@@ -86,6 +94,7 @@ def checkpoint(tmp_path_factory):
 
 # --- the planted cells -------------------------------------------------------------------------
 
+
 def test_planted_cells_do_what_they_were_built_for(checkpoint):
     _, model, vocab, corpus = checkpoint
     text = corpus.read_text(encoding="utf-8")
@@ -105,8 +114,7 @@ def test_ranking_puts_the_planted_cells_first(checkpoint):
     best = {}
     for row in ranking:
         best.setdefault(row.feature, row)
-    for feature, cell in (("in_double_quote", QUOTE_CELL), ("paren_depth", PAREN_CELL),
-                          ("bracket_depth", PAREN_CELL)):
+    for feature, cell in (("in_double_quote", QUOTE_CELL), ("paren_depth", PAREN_CELL), ("bracket_depth", PAREN_CELL)):
         assert (best[feature].layer, best[feature].cell) == (0, cell)
         assert abs(best[feature].correlation) > 0.9
         runner_up = [row for row in ranking if row.feature == feature][1]
@@ -114,6 +122,7 @@ def test_ranking_puts_the_planted_cells_first(checkpoint):
 
 
 # --- files -------------------------------------------------------------------------------------
+
 
 def test_writes_every_file_and_the_npz_holds_exactly_what_the_model_records(checkpoint, tmp_path, capsys):
     path, model, vocab, corpus = checkpoint
@@ -131,7 +140,7 @@ def test_writes_every_file_and_the_npz_holds_exactly_what_the_model_records(chec
     expected = model.record(vocab.encode(text).astype(np.int64))
     np.testing.assert_array_equal(activations["h"], expected["h"])
     np.testing.assert_array_equal(activations["c"], expected["c"])
-    np.testing.assert_array_equal(activations["f"], expected["gates"][:, :, HIDDEN:2 * HIDDEN])
+    np.testing.assert_array_equal(activations["f"], expected["gates"][:, :, HIDDEN : 2 * HIDDEN])
     np.testing.assert_array_equal(activations["char_ids"], vocab.encode(text))
     assert meta["config"]["cell"] == "lstm" and meta["iteration"] == 100 and meta["text"] == str(corpus)
     assert meta["ranking"][0]["feature"]
@@ -141,8 +150,9 @@ def test_writes_every_file_and_the_npz_holds_exactly_what_the_model_records(chec
 
 def test_ranking_is_printed_with_commands_that_show_each_cell(checkpoint, tmp_path, capsys):
     path, _, _, corpus = checkpoint
-    code, stdout, stderr = run(["inspect", path, "--text-file", corpus, "--out", tmp_path / "o", "--top", "2",
-                                "--feature", "[aeiou]"], capsys)
+    code, stdout, stderr = run(
+        ["inspect", path, "--text-file", corpus, "--out", tmp_path / "o", "--top", "2", "--feature", "[aeiou]"], capsys
+    )
     assert code == 0, stderr
     rows = [line.split() for line in stdout.splitlines() if "charrnn inspect" in line]
     by_feature = {}
@@ -157,7 +167,7 @@ def test_ranking_is_printed_with_commands_that_show_each_cell(checkpoint, tmp_pa
     # The printed command, run as printed, shows that cell.
     line = next(line for line in stdout.splitlines() if line.split()[0] == "regex:[aeiou]")
     feature, cell, quantity, _ = line.split()[:4]
-    command = shlex.split(line[line.index("charrnn inspect"):])
+    command = shlex.split(line[line.index("charrnn inspect") :])
     assert command[:3] == ["charrnn", "inspect", str(path)] and "--feature" in command
     code, view, stderr = run(command[1:] + ["--no-color"], capsys)
     assert code == 0, stderr
@@ -175,7 +185,7 @@ def test_default_text_is_the_validation_split_and_outputs_go_into_the_run_direct
     _, text, _, meta = load_activations_npz(run_dir / "inspect" / "activations.npz")
     full = corpus.read_text(encoding="utf-8")
     val = split_corpus(np.arange(len(full)), 0.1)["val"]
-    assert text == full[val[0]:val[0] + 200]
+    assert text == full[val[0] : val[0] + 200]
     assert meta["text"] == f"validation split of {corpus}"
     assert "over 200 character(s)" in stdout
 
@@ -203,13 +213,15 @@ def test_rnn_gets_no_gate_plot_and_gru_has_its_own_gates(tmp_path, capsys):
 
 # --- the terminal view -------------------------------------------------------------------------
 
+
 def test_cell_view_colours_each_character_and_writes_nothing(checkpoint, tmp_path, capsys, monkeypatch):
     path, _, _, _ = checkpoint
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLORTERM", "truecolor")
     text = 'out "in side" out\nmore "in" x'
-    code, stdout, stderr = run(["inspect", path, "--text", text, "--cell", f"0:{QUOTE_CELL}", "--quantity", "c",
-                                "--color"], capsys)
+    code, stdout, stderr = run(
+        ["inspect", path, "--text", text, "--cell", f"0:{QUOTE_CELL}", "--quantity", "c", "--color"], capsys
+    )
     assert code == 0, stderr
     header, view = stdout.split("\n", 1)
     assert header.startswith(f"layer 0 cell {QUOTE_CELL} c:") and "best match: in_double_quote (r = +1.00)" in header
@@ -231,20 +243,27 @@ def test_cell_view_colours_each_character_and_writes_nothing(checkpoint, tmp_pat
 
 # --- mistakes ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("options, message", [
-    (["--cell", "2:0"], "layer 2 does not exist; this model has layers 0..1"),
-    (["--cell", "0:6"], "cell 6 does not exist; each layer has cells 0..5"),
-    (["--cell", "seven"], "'seven' is not LAYER:CELL"),
-    (["--cell", "0:1", "--quantity", "r"], "a lstm model has no 'r'; choose one of h, c, tanh_c, i, f, o, g"),
-    (["--quantity", "volume"], "'volume' is not one of"),
-    (["--feature", "(unclosed"], "invalid regular expression '(unclosed'"),
-    (["--text", ""], "the text from --text is empty"),
-    (["--text", "hello\u20ac\u00e9"], "2 symbol(s) the model never saw: \u00e9 \u20ac; remove them or pass --drop-"),
-    (["--text", "\u20ac\u00e9", "--drop-unknown"], "empty after dropping unknown symbols"),
-    (["--text", "x", "--text-file", "y"], "give --text or --text-file, not both"),
-    (["--text-file", "/nonexistent/file.txt"], "text file /nonexistent/file.txt does not exist"),
-    (["--max-chars", "0"], "0 is not in the range x>=1"),
-])
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--cell", "2:0"], "layer 2 does not exist; this model has layers 0..1"),
+        (["--cell", "0:6"], "cell 6 does not exist; each layer has cells 0..5"),
+        (["--cell", "seven"], "'seven' is not LAYER:CELL"),
+        (["--cell", "0:1", "--quantity", "r"], "a lstm model has no 'r'; choose one of h, c, tanh_c, i, f, o, g"),
+        (["--quantity", "volume"], "'volume' is not one of"),
+        (["--feature", "(unclosed"], "invalid regular expression '(unclosed'"),
+        (["--text", ""], "the text from --text is empty"),
+        (
+            ["--text", "hello\u20ac\u00e9"],
+            "2 symbol(s) the model never saw: \u00e9 \u20ac; remove them or pass --drop-",
+        ),
+        (["--text", "\u20ac\u00e9", "--drop-unknown"], "empty after dropping unknown symbols"),
+        (["--text", "x", "--text-file", "y"], "give --text or --text-file, not both"),
+        (["--text-file", "/nonexistent/file.txt"], "text file /nonexistent/file.txt does not exist"),
+        (["--max-chars", "0"], "0 is not in the range x>=1"),
+    ],
+)
 def test_mistakes_are_one_line_errors(checkpoint, tmp_path, capsys, monkeypatch, options, message):
     path, *_ = checkpoint
     monkeypatch.chdir(tmp_path)
@@ -256,8 +275,9 @@ def test_mistakes_are_one_line_errors(checkpoint, tmp_path, capsys, monkeypatch,
 
 def test_unknown_characters_can_be_dropped(checkpoint, tmp_path, capsys):
     path, *_ = checkpoint
-    code, stdout, stderr = run(["inspect", path, "--text", '\u00e9so "hi"\r\n', "--drop-unknown", "--cell", "0:1",
-                                "--no-color"], capsys)
+    code, stdout, stderr = run(
+        ["inspect", path, "--text", '\u00e9so "hi"\r\n', "--drop-unknown", "--cell", "0:1", "--no-color"], capsys
+    )
     assert code == 0, stderr
     assert "dropped 2 unknown symbol(s): \\r \u00e9" in stderr
     assert stdout.split("\n", 1)[1].rstrip("\n") == 'so "hi"'

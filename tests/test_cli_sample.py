@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import pytest
+from cli_runner import run_main
 from click.testing import CliRunner
 
 from charrnn.cli import cli
-from cli_runner import run_main
 from charrnn.data import Vocab
 from charrnn.model import Model, ModelConfig
 from charrnn.sampling import beam_search, generate_text
@@ -64,12 +64,13 @@ def test_several_samples_come_one_after_another_with_separators(saved):
 def test_prime_file_output_file_and_beam(saved, tmp_path):
     path, model, vocab = saved
     prime_file = tmp_path / "prime.txt"
-    prime_file.write_bytes("«text»".encode("utf-8"))
+    prime_file.write_bytes("«text»".encode())
     target = tmp_path / "out.txt"
     result = run("sample", path, "-n", 25, "--prime-file", prime_file, "--seed", 2, "--output", target)
     assert result.stdout_bytes == b""
-    assert target.read_text(encoding="utf-8").rstrip("\n") == generate_text(
-        model, vocab, 25, prime="«text»", seed=2)[0].rstrip("\n")
+    assert target.read_text(encoding="utf-8").rstrip("\n") == generate_text(model, vocab, 25, prime="«text»", seed=2)[
+        0
+    ].rstrip("\n")
     beam = run("sample", path, "-n", 15, "--beam", 3, "--prime", "with").stdout_bytes.decode()
     assert beam == beam_search(model, vocab, "with", 15, 3) + "\n"
     prime_file.write_bytes("\ufeff«text»".encode("utf-8"))  # a byte-order mark marks the encoding: not text
@@ -97,20 +98,23 @@ def test_run_directory_resolves_to_its_best_or_latest_checkpoint(saved, tmp_path
     assert latest.decode().rstrip("\n") == generate_text(other, vocab, 30, seed=5)[0].rstrip("\n")
 
 
-@pytest.mark.parametrize("options, message", [
-    (["-t", "0"], "temperature must be a number > 0"),
-    (["-t", "-0.5"], "temperature"),
-    (["-n", "0"], "length must be at least 1"),
-    (["--top-p", "0"], "top-p must be in (0, 1]"),
-    (["--top-p", "1.2"], "top-p"),
-    (["--top-k", "-3"], "top-k must be >= 0"),
-    (["--num-samples", "0"], "--num-samples must be at least 1"),
-    (["--beam", "0"], "--beam must be at least 1"),
-    (["--beam", "2", "--top-k", "3"], "--beam finds the single most likely text"),
-    (["--prime", "a", "--prime-file", "x.txt"], "--prime and --prime-file"),
-    (["--prime", "Zebra"], "never saw: Z b; remove them or pass --drop-unknown"),
-    (["--prime-file", "/nonexistent/prime.txt"], "cannot read the prime file"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["-t", "0"], "temperature must be a number > 0"),
+        (["-t", "-0.5"], "temperature"),
+        (["-n", "0"], "length must be at least 1"),
+        (["--top-p", "0"], "top-p must be in (0, 1]"),
+        (["--top-p", "1.2"], "top-p"),
+        (["--top-k", "-3"], "top-k must be >= 0"),
+        (["--num-samples", "0"], "--num-samples must be at least 1"),
+        (["--beam", "0"], "--beam must be at least 1"),
+        (["--beam", "2", "--top-k", "3"], "--beam finds the single most likely text"),
+        (["--prime", "a", "--prime-file", "x.txt"], "--prime and --prime-file"),
+        (["--prime", "Zebra"], "never saw: Z b; remove them or pass --drop-unknown"),
+        (["--prime-file", "/nonexistent/prime.txt"], "cannot read the prime file"),
+    ],
+)
 def test_bad_options_are_one_line_errors(saved, capsys, options, message):
     path, _, _ = saved
     code, out, err = run_main(capsys, "sample", path, *options)
@@ -157,8 +161,13 @@ def test_missing_checkpoint_is_a_one_line_error(capsys, tmp_path):
 
 def _charrnn(*args, **popen):
     env = dict(os.environ, PYTHONIOENCODING="ascii", LC_ALL="C", LANG="C")
-    return subprocess.Popen([sys.executable, "-m", "charrnn", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "charrnn", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
 
 
 def test_end_to_end_closed_pipe_and_ascii_locale(saved):
@@ -167,7 +176,7 @@ def test_end_to_end_closed_pipe_and_ascii_locale(saved):
     head = process.stdout.read(64)  # like `| head -c 64`, then the reader goes away
     process.stdout.close()
     _, err = process.communicate(timeout=120)
-    assert head.startswith("Ünï".encode("utf-8"))  # UTF-8 even though the locale says ASCII
+    assert head.startswith("Ünï".encode())  # UTF-8 even though the locale says ASCII
     assert process.returncode == 0  # a reader that stops early is not an error
     assert err == b""
 

@@ -9,15 +9,29 @@ import time
 
 import numpy as np
 import pytest
+from cli_runner import run_main
 
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from charrnn.data import Vocab
 from charrnn.model import Model, ModelConfig
 from charrnn.saved import save_model
-from cli_runner import run_main
 
-SMALL = ["--hidden", "16", "--layers", "1", "--batch-size", "4", "--seq-length", "16", "--eval-every", "10",
-         "--sample-length", "20", "--print-every", "5"]
+SMALL = [
+    "--hidden",
+    "16",
+    "--layers",
+    "1",
+    "--batch-size",
+    "4",
+    "--seq-length",
+    "16",
+    "--eval-every",
+    "10",
+    "--sample-length",
+    "20",
+    "--print-every",
+    "5",
+]
 
 
 run_cli = run_main
@@ -67,13 +81,16 @@ def test_missing_file_and_bad_options(tmp_path, capsys, tiny_corpus):
     assert code == 2 and "transformer" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("options, phrase", [
-    (["--max-minutes", "nan"], "--max-minutes must be a finite number"),
-    (["--lr", "inf"], "--lr must be a finite number"),
-    (["--max-grad-norm", "nan"], "--max-grad-norm must be a finite number"),
-    (["--val-frac", "1.5"], "fractions must leave some training text"),
-    (["--test-frac", "0.95", "--val-frac", "0.1"], "fractions must leave some training text"),
-])
+@pytest.mark.parametrize(
+    "options, phrase",
+    [
+        (["--max-minutes", "nan"], "--max-minutes must be a finite number"),
+        (["--lr", "inf"], "--lr must be a finite number"),
+        (["--max-grad-norm", "nan"], "--max-grad-norm must be a finite number"),
+        (["--val-frac", "1.5"], "fractions must leave some training text"),
+        (["--test-frac", "0.95", "--val-frac", "0.1"], "fractions must leave some training text"),
+    ],
+)
 def test_refused_options_leave_no_run_directory(tmp_path, capsys, tiny_corpus, options, phrase):
     out = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", str(tiny_corpus), *SMALL, *options, "--out", str(out))
@@ -84,8 +101,9 @@ def test_refused_options_leave_no_run_directory(tmp_path, capsys, tiny_corpus, o
 def test_a_cosine_without_an_end_or_a_budget_is_refused(tmp_path, capsys, tiny_corpus):
     out = tmp_path / "run"
     code, _, err = run_cli(capsys, "train", str(tiny_corpus), *SMALL, "--lr-schedule", "cosine", "--out", str(out))
-    assert_one_line_error(code, err, "--lr-schedule cosine needs an end", "--max-iters", "--lr-decay-iters",
-                          "--max-minutes")
+    assert_one_line_error(
+        code, err, "--lr-schedule cosine needs an end", "--max-iters", "--lr-decay-iters", "--max-minutes"
+    )
     assert not out.exists()
 
 
@@ -131,10 +149,13 @@ def test_resume_refuses_to_write_into_another_runs_directory(tiny_corpus, tmp_pa
     assert sorted(path.name for path in second.iterdir()) == before
 
 
-@pytest.mark.parametrize("meta, phrase", [
-    ({"train_config": "lstm"}, "no usable training configuration"),
-    ({"train_config": {"hidden": 16}}, "does not record its corpus"),
-])
+@pytest.mark.parametrize(
+    "meta, phrase",
+    [
+        ({"train_config": "lstm"}, "no usable training configuration"),
+        ({"train_config": {"hidden": 16}}, "does not record its corpus"),
+    ],
+)
 def test_resume_from_damaged_training_metadata(tmp_path, capsys, meta, phrase):
     vocab = Vocab.from_text("ab")
     run = tmp_path / "run"
@@ -185,8 +206,20 @@ def test_a_real_process_exits_cleanly_on_bad_input(tmp_path):
 
 def test_ctrl_c_in_a_real_process_leaves_a_resumable_checkpoint(tiny_corpus, tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "charrnn", "train", str(tiny_corpus), *SMALL, "--max-iters", "100000",
-               "--eval-every", "1000", "--out", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(tiny_corpus),
+        *SMALL,
+        "--max-iters",
+        "100000",
+        "--eval-every",
+        "1000",
+        "--out",
+        str(out),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in process.stdout:  # wait until training is under way
         if line.startswith("iter"):
@@ -221,8 +254,23 @@ def test_init_from_fine_tunes_on_a_corpus_with_fewer_symbols(tiny_corpus, tmp_pa
     narrower.write_text(text.replace(dropped, " ") * 2)
     tuned = tmp_path / "tuned"
     # No --hidden or --layers: the checkpoint's 1x16 shape is taken, not the 2x128 defaults.
-    code, _, err = run_cli(capsys, "train", str(narrower), "--init-from", str(base), "--batch-size", "4",
-                           "--seq-length", "16", "--eval-every", "10", "--max-iters", "1", "--out", str(tuned))
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        str(narrower),
+        "--init-from",
+        str(base),
+        "--batch-size",
+        "4",
+        "--seq-length",
+        "16",
+        "--eval-every",
+        "10",
+        "--max-iters",
+        "1",
+        "--out",
+        str(tuned),
+    )
     assert code == 0, err
     base_arrays, base_meta = load_checkpoint(base, which="best")
     _, meta = load_checkpoint(tuned, which="latest")
@@ -249,10 +297,12 @@ def test_init_from_refuses_new_symbols_and_another_shape(tiny_corpus, tmp_path, 
     wider.write_text(tiny_corpus.read_text() + "~ Ω\n")
     code, _, err = run_cli(capsys, "train", str(wider), "--init-from", str(base), "--out", str(tmp_path / "a"))
     assert_one_line_error(code, err, "has symbols the --init-from model never saw: ~ Ω")
-    code, _, err = run_cli(capsys, "train", str(tiny_corpus), "--init-from", str(base), "--hidden", "32",
-                           "--out", str(tmp_path / "b"))
+    code, _, err = run_cli(
+        capsys, "train", str(tiny_corpus), "--init-from", str(base), "--hidden", "32", "--out", str(tmp_path / "b")
+    )
     assert_one_line_error(code, err, "lstm 1x16", "drop --model, --layers and --hidden")
-    code, _, err = run_cli(capsys, "train", str(tiny_corpus), "--init-from", str(tmp_path / "none"),
-                           "--out", str(tmp_path / "c"))
+    code, _, err = run_cli(
+        capsys, "train", str(tiny_corpus), "--init-from", str(tmp_path / "none"), "--out", str(tmp_path / "c")
+    )
     assert code == 1 and "Traceback" not in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -45,8 +45,13 @@ def no_data_dir(monkeypatch):
 @pytest.fixture
 def test_corpus(monkeypatch):
     """Register a corpus whose checksum matches PAYLOAD."""
-    spec = CorpusSpec("unit-test", "served locally", url="http://invalid.invalid/input.txt",
-                      sha256=hashlib.sha256(PAYLOAD).hexdigest(), size=len(PAYLOAD))
+    spec = CorpusSpec(
+        "unit-test",
+        "served locally",
+        url="http://invalid.invalid/input.txt",
+        sha256=hashlib.sha256(PAYLOAD).hexdigest(),
+        size=len(PAYLOAD),
+    )
     monkeypatch.setitem(corpora.CORPORA, spec.name, spec)
     return spec
 
@@ -150,8 +155,9 @@ def test_stdlib_builder_on_this_python(tmp_path):
 def test_fetch_python_stdlib_builds_offline_then_reuses(tmp_path, monkeypatch):
     forbid_network(monkeypatch)
     built = []
-    monkeypatch.setattr(corpora, "build_stdlib_corpus",
-                        lambda dest: built.append(dest) or build_stdlib_corpus(dest, max_bytes=5_000))
+    monkeypatch.setattr(
+        corpora, "build_stdlib_corpus", lambda dest: built.append(dest) or build_stdlib_corpus(dest, max_bytes=5_000)
+    )
     path = fetch_corpus("python-stdlib", tmp_path)
     assert path == tmp_path / "python-stdlib" / "input.txt" and path.stat().st_size > 0
     assert fetch_corpus("python-stdlib", tmp_path) == path and len(built) == 1

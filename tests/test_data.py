@@ -80,9 +80,16 @@ def test_vocab_dict_round_trip_through_json(mode, text):
 
 @pytest.mark.parametrize(
     "record",
-    [{"symbols": ["a"]}, {"mode": "utf-8", "symbols": ["b", "a"]}, {"mode": "utf-8", "symbols": ["ab"]},
-     {"mode": "bytes", "symbols": [1, 300]}, {"mode": "latin-1", "symbols": ["a"]}, {"mode": "utf-8", "symbols": []},
-     {"mode": "utf-8", "symbols": "ab"}, {"mode": ["utf-8"], "symbols": ["a"]}],
+    [
+        {"symbols": ["a"]},
+        {"mode": "utf-8", "symbols": ["b", "a"]},
+        {"mode": "utf-8", "symbols": ["ab"]},
+        {"mode": "bytes", "symbols": [1, 300]},
+        {"mode": "latin-1", "symbols": ["a"]},
+        {"mode": "utf-8", "symbols": []},
+        {"mode": "utf-8", "symbols": "ab"},
+        {"mode": ["utf-8"], "symbols": ["a"]},
+    ],
 )
 def test_vocab_from_malformed_dict_raises(record):
     with pytest.raises(CharrnnError):
@@ -96,7 +103,11 @@ def test_decode_rejects_ids_out_of_range():
 
 def test_printable_labels_are_visible_and_unambiguous():
     assert printable_symbol("\n") == "\\n" and printable_symbol("\t") == "\\t" and printable_symbol(" ") == "␣"
-    assert printable_symbol("\x07") == "\\x07" and printable_symbol("\\") == "\\\\" and printable_symbol("\u200b") == "\\u200b"
+    assert (
+        printable_symbol("\x07") == "\\x07"
+        and printable_symbol("\\") == "\\\\"
+        and printable_symbol("\u200b") == "\\u200b"
+    )
     assert printable_symbol("é") == "é" and printable_symbol(0xC3) == "\\xc3" and printable_symbol(ord("a")) == "a"
     vocab = Vocab.from_text("b a\n\x01")
     assert vocab.printable() == "\\x01 \\n ␣ a b"
@@ -105,7 +116,9 @@ def test_printable_labels_are_visible_and_unambiguous():
 
 def test_symbol_captions_are_one_visible_glyph():
     assert [symbol_caption(ch) for ch in "\n \ta\\é"] == ["\u21b5", "\u2423", "\u21e5", "a", "\\", "é"]
-    assert symbol_caption("\x1b") == "\u241b" and symbol_caption("\x7f") == "\u2421" and symbol_caption("\x9b") == "\ufffd"
+    assert (
+        symbol_caption("\x1b") == "\u241b" and symbol_caption("\x7f") == "\u2421" and symbol_caption("\x9b") == "\ufffd"
+    )
     assert symbol_caption("\u2028") == "U+2028" and symbol_caption("\u00a0") == "U+00A0"
 
 
@@ -278,7 +291,7 @@ def test_eval_windows_cover_split_once_with_partial_last_window():
 
 def test_eval_windows_reduce_streams_for_short_split():
     assert eval_stream_count(5, 50) == 4 and eval_stream_count(2, 50) == 1 and eval_stream_count(1000, 8) == 8
-    (x, y), = iter_eval_windows(positions(5), 50, 10)
+    ((x, y),) = iter_eval_windows(positions(5), 50, 10)
     assert x.shape == (4, 1) and y.ravel().tolist() == [1, 2, 3, 4]
     with pytest.raises(CharrnnError, match="at least 2"):
         list(iter_eval_windows(positions(1), 4, 10))
@@ -299,6 +312,7 @@ def test_ids_in_a_wider_vocabulary(tmp_path):
 
 # --- a user's text against a model's vocabulary --------------------------------------------------
 
+
 def test_symbol_list_shows_twenty_then_how_many_more():
     assert data.symbol_list(["a", " ", "\n"]) == "a ␣ \\n"
     letters = [chr(c) for c in range(ord("a"), ord("a") + 25)]
@@ -312,7 +326,9 @@ def test_read_text_file_strips_the_bom_and_checks_utf8(tmp_path):
     assert data.read_text_file(path, "utf-8", "the prime file") == "café\ufeff"  # only a leading BOM is a mark
     assert data.read_text_file(path, "bytes", "the prime file") == "\ufeffcafé\ufeff".encode("utf-8")  # raw
     bad = write(tmp_path, b"ab\xffc", "bad.txt")
-    with pytest.raises(CharrnnError, match=r"cannot read the text: .*bad.txt is not valid UTF-8 text \(byte 0xff at offset 2\)"):
+    with pytest.raises(
+        CharrnnError, match=r"cannot read the text: .*bad.txt is not valid UTF-8 text \(byte 0xff at offset 2\)"
+    ):
         data.read_text_file(bad, "utf-8", "the text")
     assert data.read_text_file(bad, "bytes", "the text") == b"ab\xffc"
     with pytest.raises(CharrnnError, match="cannot read the prime file: text file .*missing.txt does not exist"):
@@ -324,13 +340,18 @@ def test_read_text_file_strips_the_bom_and_checks_utf8(tmp_path):
 def test_known_text_refuses_or_drops_unknown_symbols():
     vocab = Vocab.from_text("abc \n")
     assert data.known_text(vocab, "a b\n", "the text") == "a b\n"
-    with pytest.raises(CharrnnError, match=r"^the text has 2 symbol\(s\) the model never saw: Z é; remove them or pass --drop-unknown$"):
+    with pytest.raises(
+        CharrnnError, match=r"^the text has 2 symbol\(s\) the model never saw: Z é; remove them or pass --drop-unknown$"
+    ):
         data.known_text(vocab, "a éZ", "the text")
     notes = []
     assert data.known_text(vocab, "a éZZ", "the text", drop_unknown=True, notify=notes.append) == "a "
     assert notes == ["dropped 2 unknown symbol(s): Z é"]
-    with pytest.raises(CharrnnError, match=r"x.txt has 3 characters outside the model's vocabulary \(Z ×2, é ×1\); "
-                                           r"remove them or pass --skip-unknown"):
+    with pytest.raises(
+        CharrnnError,
+        match=r"x.txt has 3 characters outside the model's vocabulary \(Z ×2, é ×1\); "
+        r"remove them or pass --skip-unknown",
+    ):
         data.known_text(vocab, "a éZZ", "x.txt", flag="--skip-unknown", counted=True)
     assert data.known_text(vocab, "\ufeffab".encode("utf-8"), "the text") == "ab"  # bytes are decoded, BOM and all
     with pytest.raises(CharrnnError, match="the prime text is not valid UTF-8 text"):

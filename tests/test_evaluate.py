@@ -6,11 +6,11 @@ import time
 
 import numpy as np
 import pytest
+from cli_runner import run_main
 from click.testing import CliRunner
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import cli
-from cli_runner import run_main
 from charrnn.data import Vocab, load_corpus, split_corpus
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_loss, novel_substring_fractions
@@ -132,9 +132,18 @@ def run(tmp_path_factory):
     corpus = load_corpus(corpus_path)
     model = Model(ModelConfig("gru", len(corpus.vocab), 10, 2, dropout=0.1), seed=2)
     meta = {
-        "iteration": 300, "epoch": 2.5, "val_loss": 1.25, "best_val_loss": 1.2, "train_seconds": 3725.0,
-        "corpus": {"path": str(corpus_path), "encoding": "utf-8", "n_chars": corpus.n_chars,
-                   "val_frac": 0.2, "test_frac": 0.1},
+        "iteration": 300,
+        "epoch": 2.5,
+        "val_loss": 1.25,
+        "best_val_loss": 1.2,
+        "train_seconds": 3725.0,
+        "corpus": {
+            "path": str(corpus_path),
+            "encoding": "utf-8",
+            "n_chars": corpus.n_chars,
+            "val_frac": 0.2,
+            "test_frac": 0.1,
+        },
     }
     checkpoint = save_model(folder / "ckpt.npz", model, corpus.vocab, meta)
     bare = save_model(folder / "bare.npz", model, corpus.vocab)
@@ -194,10 +203,13 @@ def test_eval_without_the_corpus_is_a_clear_error(run, capsys):
     assert code == 1 and err.count("\n") == 1 and "pass a text file instead" in err
 
 
-@pytest.mark.parametrize("corpus, phrase", [
-    ("a string", "not available; pass a text file instead"),
-    ({"path": 5}, "not available; pass a text file instead"),
-])
+@pytest.mark.parametrize(
+    "corpus, phrase",
+    [
+        ("a string", "not available; pass a text file instead"),
+        ({"path": 5}, "not available; pass a text file instead"),
+    ],
+)
 def test_eval_with_a_malformed_corpus_record_is_a_clear_error(run, capsys, tmp_path, corpus, phrase):
     _, _, _, model, vocab = run
     damaged = save_model(tmp_path / "damaged.npz", model, vocab, {"corpus": corpus})
@@ -218,8 +230,7 @@ def test_eval_of_a_split_the_run_did_not_have(run, capsys, tmp_path):
 def test_info_of_a_one_layer_bytes_model(capsys, tmp_path):
     vocab = Vocab.from_text(bytes(range(0, 256, 3)), "bytes")
     model = Model(ModelConfig("rnn", len(vocab), 5, 1, dropout=0.2, weight_drop=0.25), seed=0)
-    path = save_model(tmp_path / "bytes.npz", model, vocab,
-                      {"corpus": {"path": "data.bin", "n_chars": 12345}})
+    path = save_model(tmp_path / "bytes.npz", model, vocab, {"corpus": {"path": "data.bin", "n_chars": 12345}})
     code, out, _ = run_main(capsys, "info", path)
     assert code == 0
     assert "rnn, 1 layer x 5 hidden, dropout 0.2, weight drop 0.25" in out and "data.bin (12,345 bytes)" in out

@@ -2,8 +2,15 @@ import numpy as np
 import pytest
 
 from charrnn.errors import CharrnnError
-from charrnn.features import (bracket_depth, builtin_features, comment_feature, line_position,
-                              quote_feature, regex_feature, word_start)
+from charrnn.features import (
+    bracket_depth,
+    builtin_features,
+    comment_feature,
+    line_position,
+    quote_feature,
+    regex_feature,
+    word_start,
+)
 
 
 def check(values, expected):
@@ -66,8 +73,18 @@ def test_invalid_regex_is_a_user_error():
 def test_builtin_features_cover_the_text():
     text = 'def f(x):  # "doc"\n    return {"a": [x]}\n'
     features = builtin_features(text)
-    assert {"in_double_quote", "in_single_quote", "bracket_depth", "paren_depth", "square_depth",
-            "brace_depth", "line_position", "word_start", "in_hash_comment", "in_c_comment"} <= set(features)
+    assert {
+        "in_double_quote",
+        "in_single_quote",
+        "bracket_depth",
+        "paren_depth",
+        "square_depth",
+        "brace_depth",
+        "line_position",
+        "word_start",
+        "in_hash_comment",
+        "in_c_comment",
+    } <= set(features)
     for values in features.values():
         assert values.shape == (len(text),)
     assert features["square_depth"].max() == 1 and features["brace_depth"].max() == 1

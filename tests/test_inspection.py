@@ -6,10 +6,23 @@ import pytest
 
 from charrnn.errors import CharrnnError
 from charrnn.features import bracket_depth, quote_feature
-from charrnn.inspection import (GateSaturation, RankedCell, ansi_cell_view, busiest_window, cell_quantities,
-                                gate_saturation, load_activations_npz, quantities, rank_cells,
-                                record_activations, save_activations_npz, select_cells, softmax,
-                                top_predictions, write_output)
+from charrnn.inspection import (
+    GateSaturation,
+    RankedCell,
+    ansi_cell_view,
+    busiest_window,
+    cell_quantities,
+    gate_saturation,
+    load_activations_npz,
+    quantities,
+    rank_cells,
+    record_activations,
+    save_activations_npz,
+    select_cells,
+    softmax,
+    top_predictions,
+    write_output,
+)
 
 BLOCKS = {"lstm": 4, "gru": 3, "rnn": 1}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -27,10 +40,12 @@ class FakeModel:
         rng = np.random.default_rng(1)
         time = np.arange(T)[:, None, None] / 1000
         gates = np.concatenate([np.full((T, L, H), k / 10) + time for k in range(G)], axis=2)
-        return {"h": rng.uniform(-1, 1, (T, L, H)).astype(np.float32),
-                "c": rng.normal(0, 2, (T, L, H)).astype(np.float32),
-                "gates": gates.astype(np.float32),
-                "logits": rng.normal(0, 3, (T, V))}
+        return {
+            "h": rng.uniform(-1, 1, (T, L, H)).astype(np.float32),
+            "c": rng.normal(0, 2, (T, L, H)).astype(np.float32),
+            "gates": gates.astype(np.float32),
+            "logits": rng.normal(0, 3, (T, V)),
+        }
 
 
 def test_lstm_recording_is_split_into_named_gates_with_tanh_c_and_predictions():
@@ -122,7 +137,7 @@ def test_gate_saturation_fractions():
 
 
 def test_activations_npz_round_trip_without_pickle(tmp_path):
-    text = 'a "\U0001F600" <b>\n\udcff'
+    text = 'a "\U0001f600" <b>\n\udcff'
     activations = record_activations(FakeModel("gru"), np.arange(len(text)) % 7)
     path = tmp_path / "activations.npz"
     save_activations_npz(path, activations, text, list("abcdefg"), {"config": {"cell": "gru"}, "x": np.float32(1.5)})
@@ -160,9 +175,9 @@ def test_ansi_view_plain_and_coloured():
     coloured = ansi_cell_view(text, values)
     assert ANSI.sub("", coloured) == "ab\ncd\u241b"
     assert coloured.count("\n") == 1 and "\x1b[0m\n" in coloured
-    assert "\x1b[48;2;33;102;172m" in coloured   # -1 -> blue
+    assert "\x1b[48;2;33;102;172m" in coloured  # -1 -> blue
     assert "\x1b[48;2;247;247;247m" in coloured  # 0 -> white
-    assert "\x1b[48;2;178;24;43m" in coloured    # +1 -> red
+    assert "\x1b[48;2;178;24;43m" in coloured  # +1 -> red
     assert coloured.endswith("\x1b[0m")
     cube = ansi_cell_view("xy", np.array([-1.0, 1.0]), palette="256")
     assert "\x1b[48;5;" in cube and "48;2" not in cube
@@ -177,8 +192,9 @@ def test_ranking_one_per_cell_keeps_each_cells_best_quantity():
     assert len({(row.layer, row.cell) for row in rows}) == 3
     # h and tanh_c of the planted cell tie at r = 1: the first quantity listed wins.
     assert (rows[0].layer, rows[0].cell) == (1, 2) and rows[0].quantity == "h"
-    everything = rank_cells(activations, {"q": quote_feature(TEXT)}, quantity=["h", "tanh_c"], top=100,
-                            one_per_cell=True)
+    everything = rank_cells(
+        activations, {"q": quote_feature(TEXT)}, quantity=["h", "tanh_c"], top=100, one_per_cell=True
+    )
     assert len(everything) == 2 * 4
 
 

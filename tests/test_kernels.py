@@ -8,8 +8,6 @@ import pytest
 
 from charrnn.jit import njit
 from charrnn.kernels.blas import gemm, gemm_tiled
-from charrnn.kernels.sampling import accumulate_rows, pack_unit_columns, unit_range
-from charrnn.kernels.sync import ARRIVAL_STRIDE, arrive_and_wait
 from charrnn.kernels.recurrent import (
     gru_backward,
     gru_forward,
@@ -18,13 +16,17 @@ from charrnn.kernels.recurrent import (
     rnn_backward,
     rnn_forward,
 )
+from charrnn.kernels.sampling import accumulate_rows, pack_unit_columns, unit_range
+from charrnn.kernels.sync import ARRIVAL_STRIDE, arrive_and_wait
 
-GRID = np.concatenate([
-    np.linspace(-12.0, 12.0, 400_001),
-    np.geomspace(1e-30, 1e-2, 2_000),
-    -np.geomspace(1e-30, 1e-2, 2_000),
-    [0.0, 9.0, -9.0, 1e30, -1e30, np.inf, -np.inf],
-]).astype(np.float32)
+GRID = np.concatenate(
+    [
+        np.linspace(-12.0, 12.0, 400_001),
+        np.geomspace(1e-30, 1e-2, 2_000),
+        -np.geomspace(1e-30, 1e-2, 2_000),
+        [0.0, 9.0, -9.0, 1e30, -1e30, np.inf, -np.inf],
+    ]
+).astype(np.float32)
 
 
 def alone(H):
@@ -38,8 +40,16 @@ def activations(x):
     dtype = x.dtype
     gates = np.zeros((1, n, 3), dtype)
     gates[0, :, 0] = x
-    gru_forward(np.empty((1, n, 1), dtype), np.empty((1, n, 1), dtype), gates, np.zeros((1, 3), dtype),
-                np.zeros(1, dtype), np.zeros((n, 1), dtype), 0, *alone(1))
+    gru_forward(
+        np.empty((1, n, 1), dtype),
+        np.empty((1, n, 1), dtype),
+        gates,
+        np.zeros((1, 3), dtype),
+        np.zeros(1, dtype),
+        np.zeros((n, 1), dtype),
+        0,
+        *alone(1),
+    )
     rnn_gates = x.reshape(1, n, 1).copy()
     rnn_forward(np.empty((1, n, 1), dtype), rnn_gates, np.zeros((1, 1), dtype), np.zeros((n, 1), dtype), 0, *alone(1))
     return gates[0, :, 0], rnn_gates.reshape(n)
@@ -101,14 +111,28 @@ def run_cell(cell, problem, dtype, tile_mnk):
     dgates_x, dh0, dc0 = np.empty((T, B, GH), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype)
     if cell == "lstm":
         lstm_forward(h_seq, c_seq, aux, gates, p["W_h"], p["h0"], p["c0"], tile_mnk, *alone(H))
-        lstm_backward(dgates_x, dh0, dc0, p["dh_seq"], p["dh_last"], p["dc_last"], gates, c_seq, aux, p["c0"],
-                      W_h_T, tile_mnk, *alone(H))
+        lstm_backward(
+            dgates_x,
+            dh0,
+            dc0,
+            p["dh_seq"],
+            p["dh_last"],
+            p["dc_last"],
+            gates,
+            c_seq,
+            aux,
+            p["c0"],
+            W_h_T,
+            tile_mnk,
+            *alone(H),
+        )
         outputs = [h_seq, c_seq, aux, gates, dgates_x, dh0, dc0]
     elif cell == "gru":
         dgates_h = np.empty((T, B, GH), dtype)
         gru_forward(h_seq, aux, gates, p["W_h"], p["b_hn"], p["h0"], tile_mnk, *alone(H))
-        gru_backward(dgates_x, dgates_h, dh0, p["dh_seq"], p["dh_last"], gates, h_seq, aux, p["h0"], W_h_T, tile_mnk,
-                     *alone(H))
+        gru_backward(
+            dgates_x, dgates_h, dh0, p["dh_seq"], p["dh_last"], gates, h_seq, aux, p["h0"], W_h_T, tile_mnk, *alone(H)
+        )
         outputs = [h_seq, aux, gates, dgates_x, dgates_h, dh0]
     else:
         rnn_forward(h_seq, gates, p["W_h"], p["h0"], tile_mnk, *alone(H))
@@ -214,7 +238,9 @@ def test_barrier_lets_no_thread_read_before_every_thread_has_written(workers):
     arrivals = np.zeros(workers * ARRIVAL_STRIDE, np.int64)
     board = np.zeros(workers, np.int64)
     seen = np.zeros((workers, rounds), np.int64)
-    threads = [threading.Thread(target=relay, args=(w, workers, arrivals, board, seen, rounds)) for w in range(1, workers)]
+    threads = [
+        threading.Thread(target=relay, args=(w, workers, arrivals, board, seen, rounds)) for w in range(1, workers)
+    ]
     for thread in threads:
         thread.start()
     relay(0, workers, arrivals, board, seen, rounds)

@@ -34,8 +34,10 @@ def test_blas_info_is_the_library_numba_calls():
 
 def test_blas_summary_without_a_blas():
     assert "unknown" in machine.blas_summary(None)
-    assert machine.blas_summary({"library": "mkl", "version": "2024.2", "kernel": None, "threads": 1}) == \
-        "mkl 2024.2, 1 thread"
+    assert (
+        machine.blas_summary({"library": "mkl", "version": "2024.2", "kernel": None, "threads": 1})
+        == "mkl 2024.2, 1 thread"
+    )
 
 
 @pytest.fixture
@@ -68,8 +70,9 @@ def test_cpu_model_from_lscpu_when_cpuinfo_names_no_model(tmp_path, monkeypatch)
     monkeypatch.setattr(machine.sys, "platform", "linux")
     monkeypatch.setattr(machine.shutil, "which", lambda name: "/usr/bin/lscpu")
     lscpu = "Architecture:        aarch64\nVendor ID:           ARM\nModel name:          Neoverse-N1\n"
-    monkeypatch.setattr(machine.subprocess, "run",
-                        lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=lscpu, stderr=""))
+    monkeypatch.setattr(
+        machine.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=lscpu, stderr="")
+    )
     assert machine.cpu_model() == "Neoverse-N1"
 
 

@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
+from reference import numerical_gradient, reference_forward, relative_error
 
 from charrnn.errors import CharrnnError
 from charrnn.model import Model, ModelConfig, NonFiniteLoss, parameter_shapes
 from charrnn.plan import Plan
-from reference import numerical_gradient, reference_forward, relative_error
 
 CELLS = ["lstm", "gru", "rnn"]
 
@@ -94,7 +94,7 @@ def test_weight_drop_runs_the_window_on_masked_recurrent_weights(cell):
     model, inputs, targets, state = tiny_problem(cell, True, weight_drop=0.5, B=3, T=6, V=7, H=20, L=2)
     loss, final = model.forward(inputs, targets, state, train=True, dropout_rng=np.random.default_rng(4))
     masked = dict(model.params)
-    for layer, (dropped, mask) in enumerate(model._dropped_W_h):
+    for layer, (_dropped, mask) in enumerate(model._dropped_W_h):
         assert set(np.unique(mask)) == {0.0, 2.0}  # kept weights are scaled by 1 / (1 - p)
         assert 0.35 < np.mean(mask == 0.0) < 0.65
         masked[f"layer{layer}.W_h"] = model.params[f"layer{layer}.W_h"] * mask
@@ -103,7 +103,9 @@ def test_weight_drop_runs_the_window_on_masked_recurrent_weights(cell):
     np.testing.assert_allclose(final, ref_final, rtol=1e-10, atol=1e-12)
     # Evaluation uses the weights as they are.
     plain_loss, _ = model.loss(inputs, targets, state)
-    assert plain_loss == pytest.approx(reference_forward(model.config, model.params, inputs, targets, state)[0], rel=1e-10)
+    assert plain_loss == pytest.approx(
+        reference_forward(model.config, model.params, inputs, targets, state)[0], rel=1e-10
+    )
 
 
 @pytest.mark.parametrize("cell", CELLS)

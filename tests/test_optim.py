@@ -40,8 +40,7 @@ def reference_sgd(p, g, s, t, lr, momentum=0.9, nesterov=False):
     return p - lr * (g + momentum * s["buf"] if nesterov else s["buf"])
 
 
-REFERENCES = {"adam": reference_adam, "rmsprop": reference_rmsprop, "adagrad": reference_adagrad,
-              "sgd": reference_sgd}
+REFERENCES = {"adam": reference_adam, "rmsprop": reference_rmsprop, "adagrad": reference_adagrad, "sgd": reference_sgd}
 
 CASES = [
     ("adam", {}),
@@ -85,15 +84,20 @@ def test_float32_stays_float32(name):
         grads = random_arrays(rng, np.float32)
         optimizer.step(params, grads)
         for key in params:
-            expected[key] = REFERENCES[name](expected[key], grads[key].astype(np.float64),
-                                             reference_state[key], t, 0.01)
+            expected[key] = REFERENCES[name](
+                expected[key], grads[key].astype(np.float64), reference_state[key], t, 0.01
+            )
     for key, param in params.items():
         assert param.dtype == np.float32
         np.testing.assert_allclose(param, expected[key], rtol=1e-5, atol=1e-5)
     assert all(array.dtype == np.float32 for key, array in optimizer.state_arrays().items() if key != "t")
     # Every compiled float32 update must have received float32 scalars, never float64 ones.
-    kernel = {"adam": kernels.adam_update, "rmsprop": kernels.rmsprop_update,
-              "adagrad": kernels.adagrad_update, "sgd": kernels.sgd_update}[name]
+    kernel = {
+        "adam": kernels.adam_update,
+        "rmsprop": kernels.rmsprop_update,
+        "adagrad": kernels.adagrad_update,
+        "sgd": kernels.sgd_update,
+    }[name]
     float32_signatures = [sig for sig in kernel.nopython_signatures if str(sig.args[0].dtype) == "float32"]
     assert float32_signatures
     for signature in float32_signatures:
@@ -195,10 +199,15 @@ def test_bad_names_and_settings_raise():
 def test_hyper_is_json_and_lists_settings():
     params = random_arrays(np.random.default_rng(9))
     hyper = make_optimizer("adam", params, np.float32(0.5), weight_decay=np.float64(0.01)).hyper()
-    assert json.loads(json.dumps(hyper)) == {"name": "adam", "lr": 0.5, "beta1": 0.9, "beta2": 0.999,
-                                             "eps": 1e-8, "weight_decay": 0.01}
-    assert make_optimizer("sgd", params, 0.1).hyper() == {"name": "sgd", "lr": 0.1, "momentum": 0.9,
-                                                          "nesterov": False}
+    assert json.loads(json.dumps(hyper)) == {
+        "name": "adam",
+        "lr": 0.5,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "eps": 1e-8,
+        "weight_decay": 0.01,
+    }
+    assert make_optimizer("sgd", params, 0.1).hyper() == {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False}
 
 
 @pytest.mark.parametrize("name, lr", [("adam", 0.1), ("rmsprop", 0.02), ("adagrad", 0.5), ("sgd", 0.05)])
@@ -219,8 +228,7 @@ def test_minimises_a_quadratic(name, lr):
 
 def test_grad_norm_is_global_and_float64_accurate():
     rng = np.random.default_rng(10)
-    grads = {"a": rng.standard_normal((300, 400)).astype(np.float32),
-             "b": rng.standard_normal(7).astype(np.float32)}
+    grads = {"a": rng.standard_normal((300, 400)).astype(np.float32), "b": rng.standard_normal(7).astype(np.float32)}
     exact = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads.values()))
     assert grad_norm(grads) == pytest.approx(exact, rel=1e-12)
 

@@ -8,7 +8,7 @@ import pytest
 from charrnn.inspection import RankedCell
 from charrnn.page import page_char_count, write_index_html
 
-EVIL = 'x <script>alert(1)</script> & </script><img src=x onerror=alert(2)> \u2028 "q" \U0001F600\n'
+EVIL = 'x <script>alert(1)</script> & </script><img src=x onerror=alert(2)> \u2028 "q" \U0001f600\n'
 DATA_TAG = re.compile(r'<script type="application/json" id="inspect-data">(.*?)</script>', re.S)
 
 
@@ -21,9 +21,17 @@ def fake_activations(text, layers=2, hidden=3, vocab=5):
     c = 3 * h
     gates = {name: rng.uniform(0, 1, (T, layers, hidden)).astype(np.float32) for name in "ifo"}
     probs = np.tile(np.array([0.5, 0.2, 0.15, 0.1, 0.05]), (T, 1))
-    return {"char_ids": np.zeros(T, dtype=np.int64), "h": h, "c": c, "tanh_c": np.tanh(c), **gates,
-            "g": np.tanh(h), "logits": np.zeros((T, vocab)),
-            "top_ids": np.tile(np.arange(5), (T, 1)), "top_probs": probs}
+    return {
+        "char_ids": np.zeros(T, dtype=np.int64),
+        "h": h,
+        "c": c,
+        "tanh_c": np.tanh(c),
+        **gates,
+        "g": np.tanh(h),
+        "logits": np.zeros((T, vocab)),
+        "top_ids": np.tile(np.arange(5), (T, 1)),
+        "top_probs": probs,
+    }
 
 
 def read_page(path):
@@ -52,7 +60,7 @@ def test_corpus_text_is_escaped_and_cannot_run(tmp_path):
     assert html.count("<script") == 2 and html.count("</script>") == 2  # the data and the page's own code
     assert data["text"] == EVIL * 3  # the characters survive, only their encoding changed
     assert data["vocab"] == ["a", "<", "\n", "&", "\u2028"]
-    script = html.split('<script>', 1)[1]
+    script = html.split("<script>", 1)[1]
     assert "innerHTML" not in script and "textContent" in script
 
 
@@ -64,8 +72,13 @@ def test_page_is_self_contained_and_has_the_controls(tmp_path):
         assert f'id="{element_id}"' in html
     page_code = DATA_TAG.sub("", html)
     assert not re.search(r"\b(src|href)\s*=|https?://|@import|url\(|fetch\(|XMLHttpRequest", page_code)
-    assert data["ranking"][0] == {"feature": "in_double_quote", "layer": 1, "cell": 2, "quantity": "h",
-                                  "correlation": 0.93}
+    assert data["ranking"][0] == {
+        "feature": "in_double_quote",
+        "layer": 1,
+        "cell": 2,
+        "quantity": "h",
+        "correlation": 0.93,
+    }
     assert data["meta"] == {"config": meta["config"], "val_loss": None}  # NaN is not JSON
     assert data["quantities"] == ["h", "c", "tanh_c", "i", "f", "o", "g"]
     assert data["ranges"]["f"] == [0.0, 1.0] and data["ranges"]["c"] is None

@@ -21,9 +21,18 @@ from charrnn.features import bracket_depth, quote_feature
 EVIL = 'He wrote <script>alert(1)</script> & <img src=x onerror=alert(2)> "ok" (x)\n'
 TEXT = EVIL + synthetic_text(1200, seed=2)
 RED, WHITE = (178, 24, 43), (247, 247, 247)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--virtual-time-budget=3000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--virtual-time-budget=3000",
+]
 TIMEOUT = 30
 
 
@@ -31,8 +40,10 @@ def find_chromium():
     for candidate in ("/usr/bin/chromium", shutil.which("chromium")):
         if candidate and Path(candidate).is_file():
             return candidate
-    pytest.skip("Chromium is not installed (on Debian/Ubuntu: apt-get install chromium); "
-                "the page-rendering test needs a headless browser")
+    pytest.skip(
+        "Chromium is not installed (on Debian/Ubuntu: apt-get install chromium); "
+        "the page-rendering test needs a headless browser"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +139,9 @@ def planted_feature(cell):
 
 def strongest_ranked(index):
     """(layer, cell, quantity) of the page's strongest ranked row: the cell it shows first."""
-    embedded = re.search(r'<script type="application/json" id="inspect-data">(.*?)</script>',
-                         index.read_text(encoding="utf-8"), re.S).group(1)
+    embedded = re.search(
+        r'<script type="application/json" id="inspect-data">(.*?)</script>', index.read_text(encoding="utf-8"), re.S
+    ).group(1)
     ranking = json.loads(embedded)["ranking"]
     best = max(ranking, key=lambda row: abs(row["correlation"]))  # the first of equals, as the page
     return best["layer"], best["cell"], best["quantity"]

@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from charrnn.kernels.panels import PANEL_MIN_STEPS, pack_panels, packed_weights, panel_product, product_space, step_product
+from charrnn.kernels.panels import (
+    PANEL_MIN_STEPS,
+    pack_panels,
+    packed_weights,
+    panel_product,
+    product_space,
+    step_product,
+)
 
 SHAPES = [(1, 1, 1), (3, 5, 7), (4, 16, 16), (7, 9, 33), (25, 128, 512), (50, 64, 200)]
 

@@ -25,6 +25,7 @@ def test_run_parts_returns_results_in_order_using_other_threads():
         def run():
             seen.append(threading.get_ident())
             return k * k
+
         return run
 
     assert parallel.run_parts([task(k) for k in range(4)]) == [0, 1, 4, 9]

@@ -101,8 +101,9 @@ def test_first_distribution_is_softmax_of_step_logits_over_temperature(lstm, tem
     # The loop's float32 logits are Model.step's up to float32 rounding (their BLAS sums in another
     # order); the distribution is computed from the loop's own logits in float64.
     np.testing.assert_allclose(sampler.logits[0], logits, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(sampler.next_distribution(), softmax(sampler.logits[0] / temperature),
-                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        sampler.next_distribution(), softmax(sampler.logits[0] / temperature), rtol=1e-12, atol=1e-15
+    )
 
 
 def test_sampled_first_characters_follow_the_distribution(lstm):
@@ -167,8 +168,12 @@ def test_one_stream_split_across_threads_equals_the_batched_loop(cell):
         ids = np.concatenate([single.sample(n, uniforms[a:b, :1]) for n, a, b in ((16, 0, 16), (25, 16, 41))])
         assert np.array_equal(ids, expected)
         for mine, theirs in ((single.h, batched.h), (single.c, batched.c), (single.logits, batched.logits)):
-            np.testing.assert_allclose(mine[:, 0] if mine.ndim == 3 else mine[0],
-                                       theirs[:, 0] if theirs.ndim == 3 else theirs[0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                mine[:, 0] if mine.ndim == 3 else mine[0],
+                theirs[:, 0] if theirs.ndim == 3 else theirs[0],
+                rtol=1e-5,
+                atol=1e-6,
+            )
 
 
 def test_default_threads_follow_the_faster_count_and_keep_the_text(lstm, monkeypatch):
@@ -274,15 +279,18 @@ def test_no_prime_starts_from_the_start_distribution(lstm):
         generate(model, vocab, 5, start_probs=["x"] * len(vocab))  # e.g. from a damaged checkpoint
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"temperature": 0.0}, "temperature"),
-    ({"temperature": -1.0}, "temperature"),
-    ({"top_p": 0.0}, "top-p"),
-    ({"top_p": 1.5}, "top-p"),
-    ({"top_k": -1}, "top-k"),
-    ({"num_samples": 0}, "samples"),
-    ({"length": 0}, "length"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"temperature": 0.0}, "temperature"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"top_p": 0.0}, "top-p"),
+        ({"top_p": 1.5}, "top-p"),
+        ({"top_k": -1}, "top-k"),
+        ({"num_samples": 0}, "samples"),
+        ({"length": 0}, "length"),
+    ],
+)
 def test_bad_controls_are_one_line_errors(lstm, options, message):
     model, vocab = lstm
     options = {"length": 10, **options}
@@ -338,7 +346,7 @@ def test_beam_as_wide_as_every_prefix_finds_the_exact_optimum():
     prime = encode_prime(vocab, "a")
     V, length = len(vocab), 3
     best = max(itertools.product(range(V), repeat=length), key=lambda ids: sequence_log_prob(model, prime, ids))
-    ids, score = beam_search_ids(model, prime, length, V ** length)
+    ids, score = beam_search_ids(model, prime, length, V**length)
     assert ids.tolist() == list(best)
     assert score == pytest.approx(sequence_log_prob(model, prime, best), abs=1e-4)
 

@@ -20,8 +20,9 @@ def saved(tmp_path):
     corpus.write_text(TEXT, encoding="utf-8")
     vocab = Vocab.from_text(TEXT)
     model = Model(ModelConfig("lstm", len(vocab), 6, 1), seed=1)
-    meta = {"corpus": {"path": str(corpus), "encoding": "utf-8", "n_chars": len(TEXT), "val_frac": 0.1,
-                       "test_frac": 0.0}}
+    meta = {
+        "corpus": {"path": str(corpus), "encoding": "utf-8", "n_chars": len(TEXT), "val_frac": 0.1, "test_frac": 0.0}
+    }
     return save_model(tmp_path / "ckpt.npz", model, vocab, meta), model, vocab, corpus
 
 
@@ -43,13 +44,16 @@ def test_round_trip(saved):
         np.testing.assert_array_equal(loaded.params[name], value)
 
 
-@pytest.mark.parametrize("bad, phrase", [
-    (np.full((6, 24), "x"), "stored as <U1"),
-    (np.zeros((6, 24), bool), "stored as bool"),
-    (np.zeros((6, 24), np.complex64), "stored as complex64"),
-    (np.full((6, 24), np.nan, np.float32), "NaN or infinite"),
-    (np.zeros((3, 5), np.float32), "has shape (3, 5), expected (6, 24)"),
-])
+@pytest.mark.parametrize(
+    "bad, phrase",
+    [
+        (np.full((6, 24), "x"), "stored as <U1"),
+        (np.zeros((6, 24), bool), "stored as bool"),
+        (np.zeros((6, 24), np.complex64), "stored as complex64"),
+        (np.full((6, 24), np.nan, np.float32), "NaN or infinite"),
+        (np.zeros((3, 5), np.float32), "has shape (3, 5), expected (6, 24)"),
+    ],
+)
 def test_unusable_parameters_are_one_line_errors_naming_the_file(saved, bad, phrase):
     path, _, _, _ = saved
     damaged = rewrite(path, arrays={"param/layer0.W_h": bad})
@@ -60,11 +64,14 @@ def test_unusable_parameters_are_one_line_errors_naming_the_file(saved, bad, phr
     assert str(damaged) in message and "pick another checkpoint" in message
 
 
-@pytest.mark.parametrize("meta, phrase", [
-    ({"vocab": {"mode": "latin-1", "symbols": ["a"]}}, "unknown mode 'latin-1'"),
-    ({"vocab": {"mode": "utf-8", "symbols": "abc"}}, "not a list"),
-    ({"model": {"cell": "lstm", "vocab_size": 9, "hidden": "six", "layers": 1}}, "malformed"),
-])
+@pytest.mark.parametrize(
+    "meta, phrase",
+    [
+        ({"vocab": {"mode": "latin-1", "symbols": ["a"]}}, "unknown mode 'latin-1'"),
+        ({"vocab": {"mode": "utf-8", "symbols": "abc"}}, "not a list"),
+        ({"model": {"cell": "lstm", "vocab_size": 9, "hidden": "six", "layers": 1}}, "malformed"),
+    ],
+)
 def test_malformed_model_records_name_the_file(saved, meta, phrase):
     path, _, _, _ = saved
     damaged = rewrite(path, meta=meta)
@@ -83,7 +90,7 @@ def test_split_ids_of_the_recorded_corpus(saved):
     path, _, vocab, _ = saved
     _, _, meta = load_model(path)
     val = load_split_ids(meta, "val")
-    assert vocab.decode(val) == TEXT[-len(val):]
+    assert vocab.decode(val) == TEXT[-len(val) :]
     with pytest.raises(CharrnnError, match="test split .* is empty .*; pass a text file instead"):
         load_split_ids(meta, "test")
 

@@ -38,12 +38,18 @@ class TorchTwin(torch.nn.Module):
         self.cell, self.V, self.H, self.L = cell, V, H, L
         with torch.no_grad():
             for layer in range(L):
-                getattr(self.rnn, f"weight_ih_l{layer}").copy_(torch.from_numpy(torch_order(cell, params[f"layer{layer}.W_x"], H)))
-                getattr(self.rnn, f"weight_hh_l{layer}").copy_(torch.from_numpy(torch_order(cell, params[f"layer{layer}.W_h"], H)))
-                getattr(self.rnn, f"bias_ih_l{layer}").copy_(torch.from_numpy(torch_order(cell, params[f"layer{layer}.b"][None], H)[:, 0]))
+                getattr(self.rnn, f"weight_ih_l{layer}").copy_(
+                    torch.from_numpy(torch_order(cell, params[f"layer{layer}.W_x"], H))
+                )
+                getattr(self.rnn, f"weight_hh_l{layer}").copy_(
+                    torch.from_numpy(torch_order(cell, params[f"layer{layer}.W_h"], H))
+                )
+                getattr(self.rnn, f"bias_ih_l{layer}").copy_(
+                    torch.from_numpy(torch_order(cell, params[f"layer{layer}.b"][None], H)[:, 0])
+                )
                 hidden_bias = np.zeros(params[f"layer{layer}.b"].shape)
                 if cell == "gru":  # PyTorch keeps the candidate's recurrent bias inside r * (...)
-                    hidden_bias[2 * H:] = params[f"layer{layer}.b_hn"]
+                    hidden_bias[2 * H :] = params[f"layer{layer}.b_hn"]
                 getattr(self.rnn, f"bias_hh_l{layer}").copy_(torch.from_numpy(hidden_bias))
             self.out.weight.copy_(torch.from_numpy(params["out.W"].T.copy()))
             self.out.bias.copy_(torch.from_numpy(params["out.b"]))
@@ -54,18 +60,24 @@ class TorchTwin(torch.nn.Module):
         carried = (h0, torch.from_numpy(state[1].copy())) if self.cell == "lstm" else h0
         output, _ = self.rnn(x, carried)
         logits = self.out(output)
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, self.V), torch.from_numpy(targets).long().reshape(-1))
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, self.V), torch.from_numpy(targets).long().reshape(-1)
+        )
 
     def charrnn_grads(self):
         grads = {}
         for layer in range(self.L):
-            grads[f"layer{layer}.W_x"] = charrnn_order(self.cell, getattr(self.rnn, f"weight_ih_l{layer}").grad.numpy(), self.H)
-            grads[f"layer{layer}.W_h"] = charrnn_order(self.cell, getattr(self.rnn, f"weight_hh_l{layer}").grad.numpy(), self.H)
+            grads[f"layer{layer}.W_x"] = charrnn_order(
+                self.cell, getattr(self.rnn, f"weight_ih_l{layer}").grad.numpy(), self.H
+            )
+            grads[f"layer{layer}.W_h"] = charrnn_order(
+                self.cell, getattr(self.rnn, f"weight_hh_l{layer}").grad.numpy(), self.H
+            )
             bias_ih = getattr(self.rnn, f"bias_ih_l{layer}").grad.numpy()
             bias_hh = getattr(self.rnn, f"bias_hh_l{layer}").grad.numpy()  # only b_hn is ours alone
             grads[f"layer{layer}.b"] = charrnn_order(self.cell, bias_ih[:, None], self.H)[0]
             if self.cell == "gru":
-                grads[f"layer{layer}.b_hn"] = bias_hh[2 * self.H:]
+                grads[f"layer{layer}.b_hn"] = bias_hh[2 * self.H :]
         grads["out.W"] = self.out.weight.grad.numpy().T
         grads["out.b"] = self.out.bias.grad.numpy()
         return grads

@@ -14,8 +14,17 @@ from charrnn.train import MAX_ROLLBACKS, TrainConfig, Trainer, run_training
 
 def small_config(corpus, out, **overrides):
     values = dict(
-        corpus=str(corpus), out=str(out), hidden=16, layers=2, batch_size=4, seq_length=16,
-        print_every=5, eval_every=10, sample_length=40, max_iters=20, dropout=0.1,
+        corpus=str(corpus),
+        out=str(out),
+        hidden=16,
+        layers=2,
+        batch_size=4,
+        seq_length=16,
+        print_every=5,
+        eval_every=10,
+        sample_length=40,
+        max_iters=20,
+        dropout=0.1,
     )
     values.update(overrides)
     return TrainConfig(**values)
@@ -48,7 +57,10 @@ def test_a_run_writes_checkpoints_metrics_curve_and_samples(tiny_corpus, tmp_pat
 
 def test_training_lowers_the_loss_and_repeats_to_the_bit(tiny_corpus, tmp_path):
     def train(out):
-        run_training(small_config(tiny_corpus, out, max_iters=150, eval_every=150, dropout=0.0, lr=1e-2, hidden=32, layers=1), log=quiet)
+        run_training(
+            small_config(tiny_corpus, out, max_iters=150, eval_every=150, dropout=0.0, lr=1e-2, hidden=32, layers=1),
+            log=quiet,
+        )
         return load_checkpoint(out, which="latest")
 
     arrays_a, meta_a = train(tmp_path / "a")
@@ -69,8 +81,11 @@ def assert_resume_is_exact(corpus, tmp_path, total, first, prepare=None, **optio
     "first" or "resumed"); with `total` and `first` 0 (no --max-iters) it must stop the first part.
     """
     straight, split = tmp_path / "straight", tmp_path / "split"
-    for out, part, max_iters, resume_from in ((straight, "straight", total, None), (split, "first", first, None),
-                                              (split, "resumed", total, split)):
+    for out, part, max_iters, resume_from in (
+        (straight, "straight", total, None),
+        (split, "first", first, None),
+        (split, "resumed", total, split),
+    ):
         trainer = Trainer(small_config(corpus, out, max_iters=max_iters, **options), resume_from=resume_from, log=quiet)
         if prepare:
             prepare(trainer, part)
@@ -178,13 +193,16 @@ def interrupt_at(trainer, at_call):
 BUDGETED = dict(lr_schedule="cosine", lr=5e-3, min_lr=5e-4, warmup_iters=3, max_minutes=1, eval_every=20)
 
 
-@pytest.mark.parametrize("max_epochs, end, limit", [
-    # After iteration 25 and the evaluation timed there: 12.5 s of training and two evaluations of 1 s
-    # (10 windows of 0.1 s), at 20 and 25. 60 s less the 3% margin leaves 43.7 s; at 0.5 s + 1 s / 20
-    # an iteration, that is 79 more.
-    (50, 104, "budget 1 min"),
-    (1, 84, "--max-epochs 1 comes before the 1 min budget"),  # 84 iterations per epoch
-])
+@pytest.mark.parametrize(
+    "max_epochs, end, limit",
+    [
+        # After iteration 25 and the evaluation timed there: 12.5 s of training and two evaluations of 1 s
+        # (10 windows of 0.1 s), at 20 and 25. 60 s less the 3% margin leaves 43.7 s; at 0.5 s + 1 s / 20
+        # an iteration, that is 79 more.
+        (50, 104, "budget 1 min"),
+        (1, 84, "--max-epochs 1 comes before the 1 min budget"),  # 84 iterations per epoch
+    ],
+)
 def test_a_time_budgeted_cosine_fixes_its_end_from_the_measured_speed(tiny_corpus, tmp_path, max_epochs, end, limit):
     lines = []
     config = small_config(tiny_corpus, tmp_path / "run", max_iters=0, max_epochs=max_epochs, **BUDGETED)
@@ -193,8 +211,11 @@ def test_a_time_budgeted_cosine_fixes_its_end_from_the_measured_speed(tiny_corpu
     reason = trainer.run()
     assert [line for line in lines if line.startswith("schedule:")] == [
         f"schedule: cosine fixed to end at iteration {end} (measured 500 ms/iter over iterations 6-25, "
-        f"evaluations ~1 s each; {limit})"]
-    assert trainer.iteration == end and reason == f"reached the cosine's end at iteration {end}, fitted to --max-minutes 1"
+        f"evaluations ~1 s each; {limit})"
+    ]
+    assert (
+        trainer.iteration == end and reason == f"reached the cosine's end at iteration {end}, fitted to --max-minutes 1"
+    )
     assert any(line.startswith(f"iter     30/{end} |") for line in lines)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     logged = [r["lr"] for r in records if not r.get("eval")]
@@ -254,7 +275,8 @@ def test_resuming_from_an_older_checkpoint_logs_replayed_iterations_once(tiny_co
     assert steps == list(range(1, 31))
     assert [r["iter"] for r in records if r.get("eval")] == [10, 20, 30]
     assert [r["train_loss"] for r in records if not r.get("eval")] == [
-        json.loads(line)["train_loss"] for line in first_log.splitlines() if '"eval"' not in line]
+        json.loads(line)["train_loss"] for line in first_log.splitlines() if '"eval"' not in line
+    ]
 
 
 def test_resume_refuses_another_corpus_or_shape(tiny_corpus, tmp_path):
@@ -367,7 +389,9 @@ def test_weight_drop_trains_resumes_bit_identically_and_is_recorded(tiny_corpus,
     assert meta_a["model"]["weight_drop"] == 0.3
     plain = tmp_path / "plain"
     run_training(small_config(tiny_corpus, plain, max_iters=20, dropout=0.2), log=quiet)
-    assert not np.array_equal(load_checkpoint(plain, which="latest")[0]["param/layer0.W_h"], arrays_a["param/layer0.W_h"])
+    assert not np.array_equal(
+        load_checkpoint(plain, which="latest")[0]["param/layer0.W_h"], arrays_a["param/layer0.W_h"]
+    )
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])

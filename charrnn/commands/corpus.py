@@ -7,8 +7,13 @@ from charrnn.corpora import CORPORA, default_corpus_path, fetch_corpus
 
 @click.command()
 @click.argument("name", required=False, type=click.Choice(sorted(CORPORA) + ["default"]))
-@click.option("--dest", default="data", show_default=True, type=click.Path(file_okay=False),
-              help="directory that receives <name>/input.txt")
+@click.option(
+    "--dest",
+    default="data",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="directory that receives <name>/input.txt",
+)
 @click.option("--url", default=None, help="download from this address instead (a mirror); the checksum still applies")
 @click.option("--list", "list_only", is_flag=True, help="list the known corpora and exit")
 def corpus(name, dest, url, list_only):

@@ -13,8 +13,13 @@ from charrnn.plan import Plan
 from charrnn.saved import load_model, load_split_ids
 
 LN2 = math.log(2)
-_WHICH = click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]),
-                      help="for a run directory: its best (lowest validation loss) or latest checkpoint")
+_WHICH = click.option(
+    "--which",
+    default="best",
+    show_default=True,
+    type=click.Choice(["best", "latest"]),
+    help="for a run directory: its best (lowest validation loss) or latest checkpoint",
+)
 _JSON = click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
 
 
@@ -40,13 +45,22 @@ def _decoded_split(vocab, ids):
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path())
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
-              help="evaluate on this split of the training corpus (default: val, when no FILE is given)")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "val", "test"]),
+    default=None,
+    help="evaluate on this split of the training corpus (default: val, when no FILE is given)",
+)
 @click.option("--batch-size", default=50, show_default=True, type=int, help="streams evaluated side by side")
 @click.option("--seq-length", default=100, show_default=True, type=int, help="characters per window (state is carried)")
 @click.option("--skip-unknown", is_flag=True, help="leave out characters of FILE that are not in the vocabulary")
-@click.option("--novelty", "novelty_file", default=None, type=click.Path(dir_okay=False),
-              help="also report how much of this sample file is copied from the training split")
+@click.option(
+    "--novelty",
+    "novelty_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="also report how much of this sample file is copied from the training split",
+)
 @_JSON
 @_WHICH
 def evaluate(checkpoint, file, split, batch_size, seq_length, skip_unknown, novelty_file, as_json, which):
@@ -178,29 +192,46 @@ def machine_info(checkpoint=None, which="best") -> dict:
 def _print_machine(d):
     from charrnn.machine import blas_summary
 
-    pinned = "pinned to 1 thread; charrnn's own threads share the work" if d["blas_pinned"] else (
-        "not pinnable here: charrnn runs one thread and the BLAS threads as it likes")
+    pinned = (
+        "pinned to 1 thread; charrnn's own threads share the work"
+        if d["blas_pinned"]
+        else ("not pinnable here: charrnn runs one thread and the BLAS threads as it likes")
+    )
     rows = [
         ("cpu", f"{d['cpu']} ({d['usable_cores']} usable cores)"),
         ("blas", f"{blas_summary(d['blas'])}; {pinned}"),
         ("thread budget", d["thread_budget"]),
-        ("gemm tiling", f"blocks of <= {d['small_gemm_tile_mnk']:,} multiply-adds (the BLAS has small-matrix kernels)"
-         if d["small_gemm_tile_mnk"] else "none (this BLAS has no small-matrix kernels to aim for)"),
-        ("fallbacks", "forced by CHARRNN_PORTABLE=1" if d["portable_fallbacks_forced"]
-         else ("none (x86: the spin barrier uses PAUSE)" if d["x86_pause"] else "portable spin barrier (no PAUSE)")),
+        (
+            "gemm tiling",
+            f"blocks of <= {d['small_gemm_tile_mnk']:,} multiply-adds (the BLAS has small-matrix kernels)"
+            if d["small_gemm_tile_mnk"]
+            else "none (this BLAS has no small-matrix kernels to aim for)",
+        ),
+        (
+            "fallbacks",
+            "forced by CHARRNN_PORTABLE=1"
+            if d["portable_fallbacks_forced"]
+            else ("none (x86: the spin barrier uses PAUSE)" if d["x86_pause"] else "portable spin barrier (no PAUSE)"),
+        ),
         ("plan cache", d["plan_cache"]),
     ]
     for label, value in rows:
         click.echo(f"{label + ':':16} {value}")
     if "machine_plan" in d:
         recorded = d["checkpoint_plan"]
-        click.echo(f"{'checkpoint plan:':16} {Plan.from_dict(recorded).describe() if recorded else '- (none recorded)'}"
-                   "  (what resuming and evaluating it use)")
-        click.echo(f"{'machine plan:':16} {Plan.from_dict(d['machine_plan']).describe()}  (what a new run of its shape gets)")
+        click.echo(
+            f"{'checkpoint plan:':16} {Plan.from_dict(recorded).describe() if recorded else '- (none recorded)'}"
+            "  (what resuming and evaluating it use)"
+        )
+        click.echo(
+            f"{'machine plan:':16} {Plan.from_dict(d['machine_plan']).describe()}  (what a new run of its shape gets)"
+        )
     if not d["plans"]:
         click.echo("plans chosen:    none yet (a run times the splits of its shape at its start, once per machine)")
         return
-    click.echo("plans chosen on this machine (a training pass of each split, timed once; delete the cache to time again):")
+    click.echo(
+        "plans chosen on this machine (a training pass of each split, timed once; delete the cache to time again):"
+    )
     for shape, entry in sorted(d["plans"].items()):
         timings = ", ".join(f"{split} {ms:.0f} ms" for split, ms in entry.get("ms_per_pass", {}).items())
         click.echo(f"  {shape:44} {entry.get('split')} x{entry.get('threads')}  ({timings})")
@@ -208,10 +239,13 @@ def _print_machine(d):
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(), required=False)
-@click.option("--machine", is_flag=True,
-              help="describe this machine instead: CPU, BLAS, threads and the plan each shape gets, and why "
-                   "(with CHECKPOINT: also the plan it recorded and the one its shape gets here, timing "
-                   "the splits for a few seconds if this machine has not yet)")
+@click.option(
+    "--machine",
+    is_flag=True,
+    help="describe this machine instead: CPU, BLAS, threads and the plan each shape gets, and why "
+    "(with CHECKPOINT: also the plan it recorded and the one its shape gets here, timing "
+    "the splits for a few seconds if this machine has not yet)",
+)
 @_JSON
 @_WHICH
 def info(checkpoint, machine, as_json, which):
@@ -233,8 +267,11 @@ def info(checkpoint, machine, as_json, which):
     rows = [
         ("checkpoint", d["checkpoint"]),
         ("format version", d["format_version"]),
-        ("model", f"{d['cell']}, {d['layers']} layer{'s' if d['layers'] != 1 else ''} x {d['hidden']} hidden, "
-                  f"dropout {d['dropout']}" + (f", weight drop {d['weight_drop']}" if d["weight_drop"] else "")),
+        (
+            "model",
+            f"{d['cell']}, {d['layers']} layer{'s' if d['layers'] != 1 else ''} x {d['hidden']} hidden, "
+            f"dropout {d['dropout']}" + (f", weight drop {d['weight_drop']}" if d["weight_drop"] else ""),
+        ),
         ("parameters", f"{d['parameters']:,}"),
         ("plan", Plan.from_dict(d["plan"]).describe() if d["plan"] else "- (written before plans were recorded)"),
         ("vocabulary", f"{d['vocab_size']} symbols ({d['vocab_mode']}): {d['vocab']}"),
@@ -243,8 +280,12 @@ def info(checkpoint, machine, as_json, which):
         ("val loss", _loss_text(d["val_loss_nats"], d["val_loss_bits"])),
         ("best val loss", _loss_text(d["best_val_loss_nats"], d["best_val_loss_bits"])),
         ("training time", _duration(d["train_seconds"])),
-        ("corpus", d["corpus"] if not isinstance(d["corpus_chars"], int)
-         else f"{d['corpus']} ({d['corpus_chars']:,} {'bytes' if d['vocab_mode'] == BYTES else 'characters'})"),
+        (
+            "corpus",
+            d["corpus"]
+            if not isinstance(d["corpus_chars"], int)
+            else f"{d['corpus']} ({d['corpus_chars']:,} {'bytes' if d['vocab_mode'] == BYTES else 'characters'})",
+        ),
     ]
     for label, value in rows:
         click.echo(f"{label + ':':16} {'-' if value is None else value}")

@@ -13,16 +13,28 @@ from charrnn.checkpoint import resolve_checkpoint
 from charrnn.data import BYTES, known_text, read_text_file
 from charrnn.errors import CharrnnError
 from charrnn.features import builtin_features, regex_feature
-from charrnn.inspection import (QUANTITY_ORDER, QUANTITY_RANGES, ansi_cell_view, busiest_window, cell_quantities,
-                                cell_series, gate_saturation, quantities, rank_cells, record_activations,
-                                save_activations_npz, select_cells, strongest_cells)
+from charrnn.inspection import (
+    QUANTITY_ORDER,
+    QUANTITY_RANGES,
+    ansi_cell_view,
+    busiest_window,
+    cell_quantities,
+    cell_series,
+    gate_saturation,
+    quantities,
+    rank_cells,
+    record_activations,
+    save_activations_npz,
+    select_cells,
+    strongest_cells,
+)
 from charrnn.kernels import LSTM
 from charrnn.page import page_char_count, write_index_html
 from charrnn.plots import plot_cell_heatmap, plot_gate_saturation
 from charrnn.saved import load_model, load_split_ids
 
 DEFAULT_MAX_CHARS = 3000
-PAGE_TOP = 10          # ranked cells per feature on the page (the terminal shows --top)
+PAGE_TOP = 10  # ranked cells per feature on the page (the terminal shows --top)
 HEATMAP_CHARS = 120
 HEATMAP_CELLS = 8
 HEATMAP_MIN_R = 0.3
@@ -51,27 +63,52 @@ def _parse_cell(ctx, param, value):
 @click.command()
 @click.argument("checkpoint", type=click.Path())
 @click.option("--text", "text_arg", metavar="TEXT", help="inspect this text")
-@click.option("--text-file", type=click.Path(dir_okay=False),
-              help="inspect the text of this file [default: the checkpoint's validation split]")
-@click.option("--max-chars", default=DEFAULT_MAX_CHARS, show_default=True, type=click.IntRange(min=1),
-              help="use at most this many characters from the start of the text")
+@click.option(
+    "--text-file",
+    type=click.Path(dir_okay=False),
+    help="inspect the text of this file [default: the checkpoint's validation split]",
+)
+@click.option(
+    "--max-chars",
+    default=DEFAULT_MAX_CHARS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="use at most this many characters from the start of the text",
+)
 @click.option("--drop-unknown", is_flag=True, help="remove characters the model never saw instead of failing")
-@click.option("--feature", "patterns", multiple=True, metavar="REGEX", callback=_check_patterns,
-              help="also rank cells against the characters this regex matches; ^ and $ match at line ends "
-                   "(repeatable; the feature is named regex:REGEX)")
-@click.option("--top", default=3, show_default=True, type=click.IntRange(min=1),
-              help="cells listed per feature in the terminal")
-@click.option("--out", type=click.Path(file_okay=False),
-              help="directory for index.html, activations.npz and the plots "
-                   "[default: RUN_DIR/inspect or ./inspect-<checkpoint name>; with --cell: none]")
-@click.option("--cell", "cell_spec", metavar="L:N", callback=_parse_cell,
-              help="show layer L's cell N in the terminal: each character coloured by its value")
-@click.option("--quantity", type=click.Choice(QUANTITY_ORDER),
-              help="with --cell, the value shown [default: h]; without, rank only this value "
-                   "[default: h and c for LSTM, h otherwise]")
+@click.option(
+    "--feature",
+    "patterns",
+    multiple=True,
+    metavar="REGEX",
+    callback=_check_patterns,
+    help="also rank cells against the characters this regex matches; ^ and $ match at line ends "
+    "(repeatable; the feature is named regex:REGEX)",
+)
+@click.option(
+    "--top", default=3, show_default=True, type=click.IntRange(min=1), help="cells listed per feature in the terminal"
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="directory for index.html, activations.npz and the plots "
+    "[default: RUN_DIR/inspect or ./inspect-<checkpoint name>; with --cell: none]",
+)
+@click.option(
+    "--cell",
+    "cell_spec",
+    metavar="L:N",
+    callback=_parse_cell,
+    help="show layer L's cell N in the terminal: each character coloured by its value",
+)
+@click.option(
+    "--quantity",
+    type=click.Choice(QUANTITY_ORDER),
+    help="with --cell, the value shown [default: h]; without, rank only this value "
+    "[default: h and c for LSTM, h otherwise]",
+)
 @click.option("--color/--no-color", default=None, help="colour the --cell view [default: when stdout is a terminal]")
-def inspect(checkpoint, text_arg, text_file, max_chars, drop_unknown, patterns, top, out, cell_spec, quantity,
-            color):
+def inspect(checkpoint, text_arg, text_file, max_chars, drop_unknown, patterns, top, out, cell_spec, quantity, color):
     """Find the cells of CHECKPOINT that follow features of a text.
 
     CHECKPOINT is a checkpoint file, or a run directory (its best checkpoint). Ranks every cell by how well it correlates with built-in features (inside quotes, bracket depth,
@@ -100,18 +137,30 @@ def inspect(checkpoint, text_arg, text_file, max_chars, drop_unknown, patterns, 
             return
     ranked = [quantity] if quantity is not None and cell_spec is None else _ranked_quantities(config.cell)
     ranking = _strongest_features_first(
-        rank_cells(activations, features, ranked, top=max(top, PAGE_TOP), one_per_cell=True))
+        rank_cells(activations, features, ranked, top=max(top, PAGE_TOP), one_per_cell=True)
+    )
     if cell_spec is None:
-        how = dict(checkpoint=checkpoint, text_arg=text_arg, text_file=text_file, max_chars=max_chars,
-                   drop_unknown=drop_unknown)
+        how = dict(
+            checkpoint=checkpoint,
+            text_arg=text_arg,
+            text_file=text_file,
+            max_chars=max_chars,
+            drop_unknown=drop_unknown,
+        )
         _print_ranking(ranking, features, top, len(text), ranked, config, how)
     out = Path(out) if out is not None else _default_out(checkpoint)
-    page_meta = {"checkpoint": str(resolve_checkpoint(checkpoint)), "config": config.to_dict(),
-                 "iteration": meta.get("iteration"), "val_loss": meta.get("val_loss"), "text": source}
+    page_meta = {
+        "checkpoint": str(resolve_checkpoint(checkpoint)),
+        "config": config.to_dict(),
+        "iteration": meta.get("iteration"),
+        "val_loss": meta.get("val_loss"),
+        "text": source,
+    }
     _write_outputs(out, text, activations, features, ranking, vocab, page_meta)
 
 
 # --- the text ----------------------------------------------------------------------------------
+
 
 def _inspected_text(vocab, meta, text_arg, text_file, max_chars, drop_unknown):
     """(display text, ids, description): one display character per symbol id."""
@@ -129,8 +178,10 @@ def _inspected_text(vocab, meta, text_arg, text_file, max_chars, drop_unknown):
     given = bool(raw)
     raw = known_text(vocab, raw, "the text", drop_unknown, lambda note: click.echo(note, err=True))[:max_chars]
     if not raw:
-        raise CharrnnError(f"the text from {source} is empty{' after dropping unknown symbols' if given else ''}; "
-                           "give a text with some characters")
+        raise CharrnnError(
+            f"the text from {source} is empty{' after dropping unknown symbols' if given else ''}; "
+            "give a text with some characters"
+        )
     ids = np.asarray(vocab.encode(raw), dtype=np.int64)
     return _display_text(vocab, ids), ids, source
 
@@ -152,21 +203,25 @@ def _display_symbols(vocab):
 
 # --- options that depend on the model ------------------------------------------------------------
 
+
 def _check_cell(cell_spec, config):
     layer, cell = cell_spec
     if layer >= config.layers:
-        raise click.BadParameter(f"layer {layer} does not exist; this model has layers 0..{config.layers - 1}",
-                                 param_hint="--cell")
+        raise click.BadParameter(
+            f"layer {layer} does not exist; this model has layers 0..{config.layers - 1}", param_hint="--cell"
+        )
     if cell >= config.hidden:
-        raise click.BadParameter(f"cell {cell} does not exist; each layer has cells 0..{config.hidden - 1}",
-                                 param_hint="--cell")
+        raise click.BadParameter(
+            f"cell {cell} does not exist; each layer has cells 0..{config.hidden - 1}", param_hint="--cell"
+        )
 
 
 def _check_quantity_name(quantity, cell_type):
     available = cell_quantities(cell_type)
     if quantity not in available:
-        raise click.BadParameter(f"a {cell_type} model has no {quantity!r}; choose one of {', '.join(available)}",
-                                 param_hint="--quantity")
+        raise click.BadParameter(
+            f"a {cell_type} model has no {quantity!r}; choose one of {', '.join(available)}", param_hint="--quantity"
+        )
 
 
 def _ranked_quantities(cell_type):
@@ -179,6 +234,7 @@ def _default_out(checkpoint):
 
 
 # --- terminal output -----------------------------------------------------------------------------
+
 
 def _show_cell(text, activations, features, cell_spec, quantity, color):
     layer, cell = cell_spec
@@ -193,12 +249,14 @@ def _show_cell(text, activations, features, cell_spec, quantity, color):
         color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     truecolor = os.environ.get("COLORTERM", "").lower() in ("truecolor", "24bit")
     best = _best_feature(values, features)
-    click.echo(f"layer {layer} cell {cell} {quantity}: min {values.min():+.3f}, max {values.max():+.3f}"
-               + (f"; colour blue {center - scale:+.2f} .. white {center:+.2f} .. red {center + scale:+.2f}"
-                  if color else "")
-               + (f"; best match: {best[0]} (r = {best[1]:+.2f})" if best else ""))
-    view = ansi_cell_view(text, values, color=color, center=center, scale=scale,
-                          palette="truecolor" if truecolor else "256")
+    click.echo(
+        f"layer {layer} cell {cell} {quantity}: min {values.min():+.3f}, max {values.max():+.3f}"
+        + (f"; colour blue {center - scale:+.2f} .. white {center:+.2f} .. red {center + scale:+.2f}" if color else "")
+        + (f"; best match: {best[0]} (r = {best[1]:+.2f})" if best else "")
+    )
+    view = ansi_cell_view(
+        text, values, color=color, center=center, scale=scale, palette="truecolor" if truecolor else "256"
+    )
     click.echo(view, color=color)
     if automatic and not color:
         click.echo("(no colours: stdout is not a terminal or NO_COLOR is set; add --color to force them)", err=True)
@@ -227,8 +285,10 @@ def _print_ranking(ranking, features, top, n_chars, ranked, config, how):
     flat = [name for name in features if name not in by_feature]
     order = list(by_feature)
     what = " and ".join(ranked)
-    click.echo(f"Cells that follow text features: Pearson r of {what} over {n_chars} character(s), "
-               f"{config.layers} layer(s) x {config.hidden} cells")
+    click.echo(
+        f"Cells that follow text features: Pearson r of {what} over {n_chars} character(s), "
+        f"{config.layers} layer(s) x {config.hidden} cells"
+    )
     if not order:
         click.echo("  no feature varies over this text; inspect a longer or more varied text")
         return
@@ -237,8 +297,10 @@ def _print_ranking(ranking, features, top, n_chars, ranked, config, how):
     for name in order:
         for row in by_feature[name][:top]:
             command = _view_command(how, row)
-            click.echo(f"  {name:<{width}}  {f'{row.layer}:{row.cell}':>10}  {row.quantity:<8}  "
-                       f"{row.correlation:+6.3f}   {command}")
+            click.echo(
+                f"  {name:<{width}}  {f'{row.layer}:{row.cell}':>10}  {row.quantity:<8}  "
+                f"{row.correlation:+6.3f}   {command}"
+            )
     if flat:
         click.echo(f"  constant over this text (not ranked): {', '.join(flat)}")
 
@@ -254,12 +316,13 @@ def _view_command(how, row):
     if how["drop_unknown"]:
         words.append("--drop-unknown")
     if row.feature.startswith("regex:"):
-        words += ["--feature", row.feature[len("regex:"):]]
+        words += ["--feature", row.feature[len("regex:") :]]
     words += ["--cell", f"{row.layer}:{row.cell}", "--quantity", row.quantity]
     return " ".join(shlex.quote(str(word)) for word in words)
 
 
 # --- files ---------------------------------------------------------------------------------------
+
 
 def _write_outputs(out, text, activations, features, ranking, vocab, meta):
     try:
@@ -269,14 +332,14 @@ def _write_outputs(out, text, activations, features, ranking, vocab, meta):
     written = []
 
     npz = out / "activations.npz"
-    save_activations_npz(npz, activations, text, vocab.symbols,
-                         {**meta, "ranking": [row._asdict() for row in ranking]})
+    save_activations_npz(npz, activations, text, vocab.symbols, {**meta, "ranking": [row._asdict() for row in ranking]})
     written.append((npz, "every recorded value; charrnn.inspection.load_activations_npz reads it"))
 
     page = out / "index.html"
     page_quantities = _page_quantities(activations, ranking, len(text))
-    write_index_html(page, text, activations, ranking, _display_symbols(vocab), meta, max_chars=len(text),
-                     quantities=page_quantities)
+    write_index_html(
+        page, text, activations, ranking, _display_symbols(vocab), meta, max_chars=len(text), quantities=page_quantities
+    )
     written.append((page, "open it in a browser"))
 
     gates = gate_saturation(activations)
@@ -327,8 +390,9 @@ def _write_heatmap(path, text, activations, features, ranking):
     # Weak matches are not worth a row, but keep the best one so there is a picture at all.
     rows = [row for row in rows if abs(row.correlation) >= HEATMAP_MIN_R] or rows[:1]
     values, labels = select_cells(activations, rows, limit=HEATMAP_CELLS)
-    start = busiest_window([features[row.feature] for row in rows], HEATMAP_CHARS,
-                           weights=[row.correlation ** 2 for row in rows])
+    start = busiest_window(
+        [features[row.feature] for row in rows], HEATMAP_CHARS, weights=[row.correlation**2 for row in rows]
+    )
     stop = start + HEATMAP_CHARS
     values = values[:, start:stop]
     # c is unbounded: scale such rows into [-1, 1] so they share one colour bar with h.

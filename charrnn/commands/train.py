@@ -25,24 +25,35 @@ def option(name, help, **kwargs):
 @option("--layers", "stacked recurrent layers", type=int)
 @option("--hidden", "hidden units per layer", type=int)
 @option("--dropout", "dropout between layers and before the output (0 = off)", type=float)
-@option("--weight-drop", "DropConnect on the recurrent weights W_h, one mask per window (AWD-LSTM; 0 = off)",
-        type=float)
-@option("--plan", "how a window is cut between threads: by streams (batch), by hidden units (units), or "
-        "auto: whichever a training pass of this shape ran faster on this machine (timed once, cached); "
-        "a resumed run keeps its checkpoint's", type=click.Choice(["auto", "batch", "units"]))
+@option(
+    "--weight-drop", "DropConnect on the recurrent weights W_h, one mask per window (AWD-LSTM; 0 = off)", type=float
+)
+@option(
+    "--plan",
+    "how a window is cut between threads: by streams (batch), by hidden units (units), or "
+    "auto: whichever a training pass of this shape ran faster on this machine (timed once, cached); "
+    "a resumed run keeps its checkpoint's",
+    type=click.Choice(["auto", "batch", "units"]),
+)
 @option("--seq-length", "characters per window of truncated backprop through time", type=int)
 @option("--batch-size", "parallel streams per minibatch", type=int)
 @option("--optimizer", "update rule", type=click.Choice(["adam", "rmsprop", "adagrad", "sgd"]))
 @option("--lr", "learning rate", type=float)
 @option("--lr-decay", "multiply the learning rate by this at each epoch end after --lr-decay-after", type=float)
 @option("--lr-decay-after", "epochs before the learning rate starts decaying", type=float)
-@option("--lr-schedule", "step: char-rnn's per-epoch decay, which needs no run length (a time limit just "
-        "stops it); cosine: warm-up, then cosine down to --min-lr at --lr-decay-iters, --max-iters, or an end "
-        "fitted to --max-minutes",
-        type=click.Choice(["step", "cosine"]))
+@option(
+    "--lr-schedule",
+    "step: char-rnn's per-epoch decay, which needs no run length (a time limit just "
+    "stops it); cosine: warm-up, then cosine down to --min-lr at --lr-decay-iters, --max-iters, or an end "
+    "fitted to --max-minutes",
+    type=click.Choice(["step", "cosine"]),
+)
 @option("--warmup-iters", "cosine schedule: iterations of linear warm-up", type=int)
-@option("--lr-decay-iters", "cosine schedule: iteration where it reaches --min-lr (0 = --max-iters; without "
-        "either, fitted to --max-minutes)", type=int)
+@option(
+    "--lr-decay-iters",
+    "cosine schedule: iteration where it reaches --min-lr (0 = --max-iters; without either, fitted to --max-minutes)",
+    type=int,
+)
 @option("--min-lr", "cosine schedule: the learning rate at its end", type=float)
 @option("--weight-decay", "decoupled weight decay (adam only)", type=float)
 @option("--grad-clip", "clamp each gradient element to +-this (0 = off), as char-rnn", type=float)
@@ -51,10 +62,14 @@ def option(name, help, **kwargs):
 @option("--test-frac", "fraction after the validation part held out for testing", type=float)
 @option("--max-epochs", "stop after this many passes over the training split (0 = no limit)", type=float)
 @option("--max-iters", "stop at this iteration (0 = no limit)", type=int)
-@option("--max-minutes", "stop after this many minutes of training, compile time excluded (0 = no limit). A "
-        "cosine schedule without --max-iters or --lr-decay-iters times its first iterations and an evaluation, "
-        "then fixes (and logs) its end so that it finishes within this budget; training stops there, and "
-        "--resume keeps that end", type=float)
+@option(
+    "--max-minutes",
+    "stop after this many minutes of training, compile time excluded (0 = no limit). A "
+    "cosine schedule without --max-iters or --lr-decay-iters times its first iterations and an evaluation, "
+    "then fixes (and logs) its end so that it finishes within this budget; training stops there, and "
+    "--resume keeps that end",
+    type=float,
+)
 @option("--print-every", "iterations between progress lines", type=int)
 @option("--eval-every", "iterations between validation runs (each saves a checkpoint and a sample)", type=int)
 @option("--checkpoint-every", "iterations between extra checkpoints (0 = at each evaluation)", type=int)
@@ -63,13 +78,26 @@ def option(name, help, **kwargs):
 @option("--sample-temperature", "temperature of those samples", type=float)
 @option("--encoding", "read the file as utf-8 text or as raw bytes", type=click.Choice(["utf-8", "bytes"]))
 @option("--seed", "seeds initialisation, data order of dropout masks and samples", type=click.IntRange(min=0))
-@option("--out", "run directory [default: runs/<corpus>-<model>-<layers>x<hidden>]", default=None,
-        type=click.Path(file_okay=False))
-@option("--init-from", "start from this checkpoint's weights (a run directory: its best), e.g. to fine-tune "
-        "on new text; its model type and size are taken, the optimizer starts afresh", default="",
-        type=click.Path(), show_default=False)
-@option("--resume", "continue the run in this directory from its latest checkpoint", default=None,
-        type=click.Path(file_okay=False))
+@option(
+    "--out",
+    "run directory [default: runs/<corpus>-<model>-<layers>x<hidden>]",
+    default=None,
+    type=click.Path(file_okay=False),
+)
+@option(
+    "--init-from",
+    "start from this checkpoint's weights (a run directory: its best), e.g. to fine-tune "
+    "on new text; its model type and size are taken, the optimizer starts afresh",
+    default="",
+    type=click.Path(),
+    show_default=False,
+)
+@option(
+    "--resume",
+    "continue the run in this directory from its latest checkpoint",
+    default=None,
+    type=click.Path(file_okay=False),
+)
 @click.pass_context
 def train(ctx, file, resume, out, **options):
     """Train a character-level model on FILE (any text file; --encoding bytes for anything else)."""
@@ -93,22 +121,27 @@ def _resumed_config(resume, file, out, options, given):
     from charrnn.checkpoint import load_checkpoint
 
     if not Path(resume).is_dir():
-        raise CharrnnError(f"--resume takes a run directory, and {resume} is not one; "
-                           "pass the --out directory of an earlier run")
+        raise CharrnnError(
+            f"--resume takes a run directory, and {resume} is not one; pass the --out directory of an earlier run"
+        )
     _, meta = load_checkpoint(resume, which="latest")
     saved = meta.get("train_config")
     if not saved or not isinstance(saved, dict):
-        raise CharrnnError(f"the checkpoint in {resume} holds no usable training configuration; it cannot be "
-                           "resumed: start a new run")
+        raise CharrnnError(
+            f"the checkpoint in {resume} holds no usable training configuration; it cannot be resumed: start a new run"
+        )
     values = dict(saved)
     values.update({name: options[name] for name in given})
     values["corpus"] = file or saved.get("corpus")
     values["out"] = out or resume
     if not isinstance(values["corpus"], str):
-        raise CharrnnError(f"the checkpoint in {resume} does not record its corpus; pass it: "
-                           f"charrnn train FILE --resume {resume}")
+        raise CharrnnError(
+            f"the checkpoint in {resume} does not record its corpus; pass it: charrnn train FILE --resume {resume}"
+        )
     if not Path(values["corpus"]).is_file():
-        raise CharrnnError(f"the run's corpus {values['corpus']} is missing; pass its path: charrnn train FILE --resume {resume}")
+        raise CharrnnError(
+            f"the run's corpus {values['corpus']} is missing; pass its path: charrnn train FILE --resume {resume}"
+        )
     return TrainConfig.from_dict(values)
 
 

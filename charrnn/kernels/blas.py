@@ -23,9 +23,20 @@ ensure_blas()  # numba_xxgemm calls scipy's BLAS: fail at import, with Numba's m
 _xxgemm = types.ExternalFunction(
     "numba_xxgemm",
     types.intc(
-        types.char, types.char, types.char, types.intp, types.intp, types.intp,
-        types.voidptr, types.voidptr, types.intp, types.voidptr, types.intp,
-        types.voidptr, types.voidptr, types.intp,
+        types.char,
+        types.char,
+        types.char,
+        types.intp,
+        types.intp,
+        types.intp,
+        types.voidptr,
+        types.voidptr,
+        types.intp,
+        types.voidptr,
+        types.intp,
+        types.voidptr,
+        types.voidptr,
+        types.intp,
     ),
 )
 _N, _T = ord("N"), ord("T")
@@ -59,8 +70,22 @@ def gemm(out, a, b, beta):
     kind = ord("s") if out.itemsize == 4 else ord("d")
     M, N = out.shape
     # Row-major out = a @ b is column-major out^T = b^T @ a^T: the operands swap places.
-    _xxgemm(kind, trans_b, trans_a, N, M, a.shape[1], scalars.ctypes, b.ctypes, ld_b, a.ctypes, ld_a,
-            scalars[1:].ctypes, out.ctypes, max(out.strides[0] // out.itemsize, N, 1))
+    _xxgemm(
+        kind,
+        trans_b,
+        trans_a,
+        N,
+        M,
+        a.shape[1],
+        scalars.ctypes,
+        b.ctypes,
+        ld_b,
+        a.ctypes,
+        ld_a,
+        scalars[1:].ctypes,
+        out.ctypes,
+        max(out.strides[0] // out.itemsize, N, 1),
+    )
 
 
 @njit

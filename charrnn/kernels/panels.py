@@ -39,8 +39,11 @@ def product_tile(typingctx, out, a, panel, row, column, accumulate):
         element = context.get_data_type(dtype)
         lanes = _lanes(dtype)
         vector = ir.VectorType(element, lanes)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                             f"llvm.fma.v{lanes}f{64 if dtype == types.float64 else 32}")
+        fma = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(vector, [vector] * 3),
+            f"llvm.fma.v{lanes}f{64 if dtype == types.float64 else 32}",
+        )
         out_array = context.make_array(out_type)(context, builder, args[0])
         a_array = context.make_array(a_type)(context, builder, args[1])
         panel_array = context.make_array(panel_type)(context, builder, args[2])
@@ -56,31 +59,44 @@ def product_tile(typingctx, out, a, panel, row, column, accumulate):
             return builder.bitcast(builder.gep(builder.bitcast(base, byte), [offset]), kind.as_pointer())
 
         def out_slot(r, half):
-            offset = builder.add(builder.mul(builder.add(row, ir.Constant(row.type, r)), out_rows),
-                                 builder.mul(builder.add(column, ir.Constant(column.type, half * lanes)), size))
+            offset = builder.add(
+                builder.mul(builder.add(row, ir.Constant(row.type, r)), out_rows),
+                builder.mul(builder.add(column, ir.Constant(column.type, half * lanes)), size),
+            )
             return address(out_array.data, offset, vector)
 
         accumulators = []
         for r in range(TILE_ROWS):
             for half in range(2):
                 slot = cgutils.alloca_once(builder, vector)
-                start = builder.select(accumulate, builder.load(out_slot(r, half), align=1),
-                                       ir.Constant(vector, None))
+                start = builder.select(accumulate, builder.load(out_slot(r, half), align=1), ir.Constant(vector, None))
                 builder.store(start, slot)
                 accumulators.append(slot)
         with cgutils.for_range(builder, depth) as loop:
             k = loop.index
-            weights = [builder.load(address(panel_array.data,
-                                            builder.add(builder.mul(k, panel_rows),
-                                                        ir.Constant(k.type, half * lanes * context.get_abi_sizeof(element))),
-                                            vector), align=1) for half in range(2)]
+            weights = [
+                builder.load(
+                    address(
+                        panel_array.data,
+                        builder.add(
+                            builder.mul(k, panel_rows),
+                            ir.Constant(k.type, half * lanes * context.get_abi_sizeof(element)),
+                        ),
+                        vector,
+                    ),
+                    align=1,
+                )
+                for half in range(2)
+            ]
             for r in range(TILE_ROWS):
-                offset = builder.add(builder.mul(builder.add(row, ir.Constant(row.type, r)), a_rows),
-                                     builder.mul(k, a_columns))
+                offset = builder.add(
+                    builder.mul(builder.add(row, ir.Constant(row.type, r)), a_rows), builder.mul(k, a_columns)
+                )
                 x = builder.load(address(a_array.data, offset, element))
                 splat = builder.insert_element(ir.Constant(vector, None), x, ir.Constant(ir.IntType(32), 0))
-                splat = builder.shuffle_vector(splat, ir.Constant(vector, None),
-                                               ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+                splat = builder.shuffle_vector(
+                    splat, ir.Constant(vector, None), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+                )
                 for half in range(2):
                     slot = accumulators[2 * r + half]
                     builder.store(builder.call(fma, [splat, weights[half], builder.load(slot)]), slot)

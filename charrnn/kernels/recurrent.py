@@ -120,8 +120,14 @@ def lstm_forward(h_seq, c_seq, tanh_c_seq, gates, W_h, h0, c0, tile_mnk, first, 
         c_prev = c0 if t == 0 else c_seq[t - 1]
         step_product(recurrent, h_prev, W_h, panels, False, tile_mnk)
         for b in range(B):
-            lstm_cell(gates[t, b, block], recurrent[b, : 4 * count], c_prev[b, first:last], c_seq[t, b, first:last],
-                      tanh_c_seq[t, b, first:last], h_seq[t, b, first:last])
+            lstm_cell(
+                gates[t, b, block],
+                recurrent[b, : 4 * count],
+                c_prev[b, first:last],
+                c_seq[t, b, first:last],
+                tanh_c_seq[t, b, first:last],
+                h_seq[t, b, first:last],
+            )
         if workers > 1:
             arrive_and_wait(arrivals, worker, workers, t + 1)
 
@@ -146,8 +152,25 @@ def lstm_cell_backward(d, dc_next, dh_above, dh_next, a, c_prev, tanh_c):
 
 
 @njit
-def lstm_backward(dgates, dh0, dc0, dh_seq, dh_last, dc_last, gates, c_seq, tanh_c_seq, c0, W_h_T, tile_mnk,
-                  first, count, worker, workers, arrivals):
+def lstm_backward(
+    dgates,
+    dh0,
+    dc0,
+    dh_seq,
+    dh_last,
+    dc_last,
+    gates,
+    c_seq,
+    tanh_c_seq,
+    c0,
+    W_h_T,
+    tile_mnk,
+    first,
+    count,
+    worker,
+    workers,
+    arrivals,
+):
     """BPTT for units first .. first+count (W_h_T (G*H, count): their rows of W_h, transposed). Every
     step's dh_{t-1} needs every unit's d(pre-activation), so workers meet before that product."""
     T, B, GH = gates.shape
@@ -161,9 +184,15 @@ def lstm_backward(dgates, dh0, dc0, dh_seq, dh_last, dc_last, gates, c_seq, tanh
     for t in range(T - 1, -1, -1):
         c_prev = c0 if t == 0 else c_seq[t - 1]
         for b in range(B):
-            lstm_cell_backward(dgates[t, b, block], dc_next[b, first:last], dh_seq[t, b, first:last],
-                               dh_next[b, first:last], gates[t, b, block], c_prev[b, first:last],
-                               tanh_c_seq[t, b, first:last])
+            lstm_cell_backward(
+                dgates[t, b, block],
+                dc_next[b, first:last],
+                dh_seq[t, b, first:last],
+                dh_next[b, first:last],
+                gates[t, b, block],
+                c_prev[b, first:last],
+                tanh_c_seq[t, b, first:last],
+            )
         if workers > 1:
             arrive_and_wait(arrivals, worker, workers, T - t)
         step_product(product, dgates[t], W_h_T, panels, False, tile_mnk)
@@ -199,8 +228,14 @@ def gru_forward(h_seq, hn_seq, gates, W_h, b_hn, h0, tile_mnk, first, count, wor
         h_prev = h0 if t == 0 else h_seq[t - 1]
         step_product(recurrent, h_prev, W_h, panels, False, tile_mnk)
         for b in range(B):
-            gru_cell(gates[t, b, block], recurrent[b, : 3 * count], b_hn[first:last], h_prev[b, first:last],
-                     hn_seq[t, b, first:last], h_seq[t, b, first:last])
+            gru_cell(
+                gates[t, b, block],
+                recurrent[b, : 3 * count],
+                b_hn[first:last],
+                h_prev[b, first:last],
+                hn_seq[t, b, first:last],
+                h_seq[t, b, first:last],
+            )
         if workers > 1:
             arrive_and_wait(arrivals, worker, workers, t + 1)
 
@@ -228,8 +263,24 @@ def gru_cell_backward(dx, dr_h, dh_next, dh_above, a, h_prev, hn):
 
 
 @njit
-def gru_backward(dgates_x, dgates_h, dh0, dh_seq, dh_last, gates, h_seq, hn_seq, h0, W_h_T, tile_mnk,
-                 first, count, worker, workers, arrivals):
+def gru_backward(
+    dgates_x,
+    dgates_h,
+    dh0,
+    dh_seq,
+    dh_last,
+    gates,
+    h_seq,
+    hn_seq,
+    h0,
+    W_h_T,
+    tile_mnk,
+    first,
+    count,
+    worker,
+    workers,
+    arrivals,
+):
     T, B, GH = gates.shape
     last = first + count
     block = slice(3 * first, 3 * last)
@@ -240,9 +291,15 @@ def gru_backward(dgates_x, dgates_h, dh0, dh_seq, dh_last, gates, h_seq, hn_seq,
     for t in range(T - 1, -1, -1):
         h_prev = h0 if t == 0 else h_seq[t - 1]
         for b in range(B):
-            gru_cell_backward(dgates_x[t, b, block], dgates_h[t, b, block], dh_next[b, first:last],
-                              dh_seq[t, b, first:last], gates[t, b, block], h_prev[b, first:last],
-                              hn_seq[t, b, first:last])
+            gru_cell_backward(
+                dgates_x[t, b, block],
+                dgates_h[t, b, block],
+                dh_next[b, first:last],
+                dh_seq[t, b, first:last],
+                gates[t, b, block],
+                h_prev[b, first:last],
+                hn_seq[t, b, first:last],
+            )
         if workers > 1:
             arrive_and_wait(arrivals, worker, workers, T - t)
         copy_into(product[:, :count], dh_next[:, first:last])  # the direct part, dh * z
@@ -292,8 +349,9 @@ def rnn_backward(dgates, dh0, dh_seq, dh_last, gates, W_h_T, tile_mnk, first, co
     product = product_space(B, W_h_T, panels)
     for t in range(T - 1, -1, -1):
         for b in range(B):
-            rnn_cell_backward(dgates[t, b, first:last], dh_seq[t, b, first:last], dh_next[b, first:last],
-                              gates[t, b, first:last])
+            rnn_cell_backward(
+                dgates[t, b, first:last], dh_seq[t, b, first:last], dh_next[b, first:last], gates[t, b, first:last]
+            )
         if workers > 1:
             arrive_and_wait(arrivals, worker, workers, T - t)
         step_product(product, dgates[t], W_h_T, panels, False, tile_mnk)

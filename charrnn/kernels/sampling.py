@@ -179,8 +179,30 @@ def sampling_distribution(probs, logits_row, temperature, top_k, top_p, order, s
 
 @njit
 def sample_chunk(
-    out_ids, uniforms, logits, h, c, cell, W_xs, W_hs, biases, b_hns, out_W, out_b,
-    temperature, top_k, top_p, greedy, ids, gates, h_seq, c_seq, aux_seq, weights, order, scratch,
+    out_ids,
+    uniforms,
+    logits,
+    h,
+    c,
+    cell,
+    W_xs,
+    W_hs,
+    biases,
+    b_hns,
+    out_W,
+    out_b,
+    temperature,
+    top_k,
+    top_p,
+    greedy,
+    ids,
+    gates,
+    h_seq,
+    c_seq,
+    aux_seq,
+    weights,
+    order,
+    scratch,
 ):
     """Samples out_ids (N, B): each step picks from `logits`, then reads the picks to refresh them.
 
@@ -242,8 +264,32 @@ def pack_unit_columns(packed, W, workers, H):
 
 @njit
 def sample_units(
-    worker, workers, arrivals, out_ids, uniforms, h_pair, c, cell, W_x_packs, W_h_packs, bias_packs, b_hns,
-    out_W, out_b, temperature, top_k, top_p, greedy, pre, rec, c_part, aux, logits, weights, order, scratch,
+    worker,
+    workers,
+    arrivals,
+    out_ids,
+    uniforms,
+    h_pair,
+    c,
+    cell,
+    W_x_packs,
+    W_h_packs,
+    bias_packs,
+    b_hns,
+    out_W,
+    out_b,
+    temperature,
+    top_k,
+    top_p,
+    greedy,
+    pre,
+    rec,
+    c_part,
+    aux,
+    logits,
+    weights,
+    order,
+    scratch,
 ):
     """One of `workers` threads sampling one stream's next N characters into out_ids (N, 1).
 

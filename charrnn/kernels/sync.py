@@ -62,8 +62,9 @@ def spin_pause(typingctx):
 
     def codegen(context, builder, sig, args):
         if X86:
-            pause = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []),
-                                                   "llvm.x86.sse2.pause")
+            pause = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"
+            )
             builder.call(pause, [])
         return context.get_dummy_value()
 

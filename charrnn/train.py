@@ -41,7 +41,7 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_loss
 from charrnn.model import Model, ModelConfig, NonFiniteLoss
 from charrnn.optim import clip_grad_norm, clip_grad_value, grad_norm, make_optimizer
-from charrnn.parallel import thread_budget
+from charrnn.parallel import thread_budget, usable_cores
 from charrnn.plan import SPLITS, Plan
 from charrnn.planner import choose_plan
 from charrnn.saved import load_model, model_from_checkpoint, save_model
@@ -368,6 +368,12 @@ class Trainer:
         if self.state.shape != self.model.initial_state(self.config.batch_size).shape:
             raise CharrnnError("the checkpoint's carried state does not fit this batch size; start a new run")
         self.log(f"resumed from {path} at iteration {self.iteration} (epoch {self.loader.epoch_fraction:.2f})")
+        used = self.model.plan.parts(self.config.batch_size, self.config.hidden)
+        if used > usable_cores():
+            self.log(
+                f"note: the checkpoint's plan runs {used} threads but this machine has {usable_cores()} usable "
+                "cores; it keeps the plan so the run stays bit-exact, only slower"
+            )
 
     # ---------------------------------------------------------------------------- main loop
     def run(self):

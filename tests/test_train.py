@@ -436,3 +436,18 @@ def test_a_forced_plan_is_used_without_timing(tiny_corpus, tmp_path, monkeypatch
     assert any("units split (hidden units shared between" in line for line in lines)
     with pytest.raises(CharrnnError, match="--plan must be"):
         small_config(tiny_corpus, tmp_path / "other", plan="diagonal").validate()
+
+
+def test_resuming_on_fewer_cores_than_the_plan_keeps_it_and_says_so(tiny_corpus, tmp_path, monkeypatch):
+    from charrnn.plan import Plan
+
+    monkeypatch.setattr("charrnn.plan.MIN_PART_ROWS", 1)
+    monkeypatch.setattr("charrnn.train.choose_plan", lambda *args, **kwargs: Plan("batch", 2))
+    run_training(small_config(tiny_corpus, tmp_path / "run", max_iters=2), log=quiet)
+    monkeypatch.setattr("charrnn.train.usable_cores", lambda: 1)
+    lines = []
+    trainer = Trainer(
+        small_config(tiny_corpus, tmp_path / "run", max_iters=3), resume_from=tmp_path / "run", log=lines.append
+    )
+    assert trainer.model.plan == Plan("batch", 2)
+    assert any("plan runs 2 threads" in line and "1 usable" in line for line in lines)

@@ -17,7 +17,8 @@ step, so the state's own path is regularised without breaking what it carries fr
 Forward and backward run on several threads (the BLAS itself on one, charrnn.parallel), cut as the
 model's plan says (charrnn.plan): by streams, each thread a slice of the batch whose gradients are
 summed, or by hidden units, each thread its share of every layer's units for all streams, meeting
-the others once per step. A plan is a value, so one machine reproduces a run bit for bit.
+the others once per step (charrnn.unit_split cuts that work). A plan is a value, so one machine
+reproduces a run bit for bit.
 """
 
 from dataclasses import asdict, dataclass
@@ -44,9 +45,10 @@ from charrnn.kernels.recurrent import (
     rnn_backward,
     rnn_forward,
 )
-from charrnn.kernels.sync import ARRIVAL_STRIDE, give_up
+from charrnn.kernels.sync import ARRIVAL_STRIDE
 from charrnn.parallel import pin_blas, run_parts, small_gemm_budget, split_rows, thread_budget
 from charrnn.plan import Plan, unit_permutation, unit_ranges
+from charrnn.unit_split import backward_units, forward_units
 
 _NO_ARRIVALS = np.zeros(ARRIVAL_STRIDE, np.int64)  # a lone thread meets nobody
 INIT_RANGE = 0.08  # char-rnn's uniform initialisation
@@ -186,40 +188,6 @@ class _Window:
         ]
         self.weights = None  # per forward: the grouped weights it used, for its backward
 
-    def grouped_weights(self, params, recurrent, for_backward):
-        """Per layer: W_x and b with the gate axis grouped, each thread's columns of W_x (layers
-        above 0, whose input is a product) and of W_h as contiguous copies, and, for a backward,
-        each thread's rows of W_h transposed."""
-        layers = []
-        for layer, W_h in enumerate(recurrent):
-            W_x = params[f"layer{layer}.W_x"][:, self.perm]
-            W_h = W_h[:, self.perm]
-            G = len(self.perm) // W_h.shape[0]
-            layers.append(
-                {
-                    "W_x": W_x,
-                    "W_x_columns": [np.ascontiguousarray(W_x[:, G * f : G * (f + n)]) for f, n in self.units]
-                    if layer
-                    else None,
-                    "b": params[f"layer{layer}.b"][self.perm],
-                    "W_h_columns": [np.ascontiguousarray(W_h[:, G * f : G * (f + n)]) for f, n in self.units],
-                    "W_h_T_rows": [np.ascontiguousarray(W_h[f : f + n].T) for f, n in self.units]
-                    if for_backward
-                    else None,
-                }
-            )
-        return layers
-
-
-def _meeting_safely(window, worker, task, *args):
-    """Runs one thread's share of a units-split layer; if it fails (an error, or Ctrl-C between two
-    kernels) the other threads are let through their remaining meetings before it re-raises."""
-    try:
-        task(*args)
-    except BaseException:
-        give_up(window.arrivals, worker)
-        raise
-
 
 class Model:
     def __init__(self, config, params=None, dtype=np.float32, seed=0, plan=None):
@@ -308,7 +276,7 @@ class Model:
             ]
             totals = run_parts(tasks)
         else:
-            totals = self._forward_units(window, inputs, targets, state, use_dropout, want_grad, scale, recurrent)
+            totals = forward_units(self, window, inputs, targets, state, use_dropout, want_grad, scale, recurrent)
 
         final_state = np.empty_like(state)
         for ws, rows in zip(window.parts, window.rows):
@@ -392,58 +360,6 @@ class Model:
             return 0.0
         return softmax_cross_entropy(ws.dlogits[rows] if want_grad else ws.no_grad, logits, ws.targets[rows], scale)
 
-    def _forward_units(self, window, inputs, targets, state, use_dropout, want_grad, scale, recurrent):
-        """Forward with every layer's units shared between threads; returns the loss sums of the
-        output rows each thread scored."""
-        cfg, ws = self.config, window.parts[0]
-        B, T = inputs.shape
-        window.weights = window.grouped_weights(self.params, recurrent, want_grad)
-        layer_input = None
-        for layer in range(cfg.layers):
-            window.arrivals[:] = 0
-            run_parts(
-                [
-                    partial(
-                        _meeting_safely,
-                        window,
-                        worker,
-                        self._layer_forward_units,
-                        window,
-                        layer,
-                        worker,
-                        inputs,
-                        state,
-                        layer_input,
-                    )
-                    for worker in range(len(window.units))
-                ]
-            )
-            layer_input = self._layer_output(ws, layer, use_dropout)
-        if targets is not None:
-            ws.targets.reshape(T, B)[...] = targets.T
-        return run_parts(
-            [
-                partial(self._output_rows, ws, rows, layer_input, targets is not None, want_grad, scale)
-                for rows in window.output_rows
-            ]
-        )
-
-    def _layer_forward_units(self, window, layer, worker, inputs, state, layer_input):
-        ws, weights = window.parts[0], window.weights[layer]
-        first, count = window.units[worker]
-        G = GATE_BLOCKS[self.config.cell]
-        block = slice(G * first, G * (first + count))
-        gates = ws.gates[layer]
-        T, B, GH = gates.shape
-        if layer == 0:
-            embedding_forward(gates[:, :, block], weights["W_x"][:, block], weights["b"][block], inputs)
-        else:
-            rows = gates.reshape(T * B, GH)[:, block]
-            matmul(rows, layer_input.reshape(T * B, -1), weights["W_x_columns"][worker])
-            add_bias(rows, weights["b"][block])
-        units = (first, count, worker, len(window.units), window.arrivals)
-        self._cell_forward(layer, ws, state, weights["W_h_columns"][worker], units)
-
     @property
     def last_logits(self):
         window = self._last[2]
@@ -498,7 +414,7 @@ class Model:
         if window.split == "batch":
             self._backward_batch(window, grads, inputs, state, dstate, dfinal_state, use_dropout, recurrent)
         else:
-            self._backward_units(window, grads, inputs, state, dstate, dfinal_state, use_dropout)
+            backward_units(self, window, grads, inputs, state, dstate, dfinal_state, use_dropout)
         if use_weight_drop:
             for name, (_, mask) in zip(names, self._dropped_W_h):
                 grads[name] *= mask
@@ -584,89 +500,6 @@ class Model:
                 below = ws.dropped[layer - 1] if use_dropout else ws.h_seq[layer - 1]
                 matmul_accumulate(grads[f"layer{layer}.W_x"], below.reshape(T * B, H).T, dgates_x)
                 matmul(dh_seq.reshape(T * B, H), dgates_x, p[f"layer{layer}.W_x"].T)
-
-    def _backward_units(self, window, grads, inputs, state, dstate, dfinal_state, use_dropout):
-        """Backward with the units split: a layer per round of threads, top down, each thread on its
-        own units (and the gate columns, weight columns and output rows that belong to them); the
-        grouped gradients are put back in the natural gate order at the end."""
-        cfg, ws = self.config, window.parts[0]
-        for grouped in window.grads:
-            for grad in grouped.values():
-                grad.fill(0.0)
-        for layer in range(cfg.layers - 1, -1, -1):
-            if dfinal_state is None:
-                dh_last = dc_last = ws.zero_state
-            else:
-                dh_last = np.ascontiguousarray(dfinal_state[0, layer], dtype=self.dtype)
-                dc_last = np.ascontiguousarray(dfinal_state[1, layer], dtype=self.dtype)
-            window.arrivals[:] = 0
-            run_parts(
-                [
-                    partial(
-                        _meeting_safely,
-                        window,
-                        worker,
-                        self._layer_backward_units,
-                        window,
-                        layer,
-                        worker,
-                        grads,
-                        inputs,
-                        state,
-                        dstate[0, layer],
-                        dstate[1, layer],
-                        dh_last,
-                        dc_last,
-                        use_dropout,
-                    )
-                    for worker in range(len(window.units))
-                ]
-            )
-        for layer in range(cfg.layers):
-            for key, grad in window.grads[layer].items():
-                if key == "b":
-                    grads[f"layer{layer}.b"][window.perm] += grad
-                else:
-                    grads[f"layer{layer}.{key}"][:, window.perm] += grad
-
-    def _layer_backward_units(
-        self, window, layer, worker, grads, inputs, state, dh0, dc0, dh_last, dc_last, use_dropout
-    ):
-        cfg, p, ws, weights = self.config, self.params, window.parts[0], window.weights[layer]
-        B, T = inputs.shape
-        H, GH, G = cfg.hidden, cfg.gate_width, GATE_BLOCKS[cfg.cell]
-        first, count = window.units[worker]
-        own, block = slice(first, first + count), slice(G * first, G * (first + count))
-        dh_rows = ws.dh_seq.reshape(T * B, H)
-        if layer == cfg.layers - 1:  # the output layer's gradients for these units
-            top = ws.dropped[layer] if use_dropout else ws.h_seq[layer]
-            matmul_accumulate(grads["out.W"][own], top.reshape(T * B, H)[:, own].T, ws.dlogits)
-            if worker == 0:
-                bias_backward(grads["out.b"], ws.dlogits)
-            matmul(dh_rows[:, own], ws.dlogits, p["out.W"][own].T)
-        if use_dropout:
-            ws.dh_seq[:, :, own] *= ws.masks[layer][:, :, own]
-        units = (first, count, worker, len(window.units), window.arrivals)
-        self._cell_backward(layer, ws, state, dh0, dc0, dh_last, dc_last, weights["W_h_T_rows"][worker], units)
-
-        dgates_x = ws.dgates_x.reshape(T * B, GH)
-        dgates_h = ws.dgates_h.reshape(T * B, GH)
-        grouped = window.grads[layer]
-        dW_h = grouped["W_h"][:, block]
-        matmul_accumulate(dW_h, state[0, layer].T, ws.dgates_h[0][:, block])
-        if T > 1:
-            matmul_accumulate(dW_h, ws.h_seq[layer][: T - 1].reshape((T - 1) * B, H).T, dgates_h[B:, block])
-        bias_backward(grouped["b"][block], dgates_x[:, block])
-        if cfg.cell == GRU:
-            n_block = slice(G * first + 2 * count, G * first + 3 * count)
-            bias_backward(grads[f"layer{layer}.b_hn"][own], dgates_h[:, n_block])
-        if layer == 0:
-            embedding_backward(grouped["W_x"][:, block], ws.dgates_x[:, :, block], inputs)
-        else:
-            below = ws.dropped[layer - 1] if use_dropout else ws.h_seq[layer - 1]
-            matmul_accumulate(grouped["W_x"][:, block], below.reshape(T * B, H).T, dgates_x[:, block])
-            # Every thread has passed the loop's last meeting, so every gate gradient is in place.
-            matmul(dh_rows[:, own], dgates_x, weights["W_x"][own].T)
 
     def _cell_backward(self, layer, ws, state, dh0, dc0, dh_last, dc_last, W_h_T, units):
         """The recurrent part of one layer's backward; units as in _cell_forward."""

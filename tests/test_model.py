@@ -308,26 +308,3 @@ def test_recorded_gates_are_in_the_natural_order_under_every_plan(cell, monkeypa
     assert model._last[2].split == "units"
     for name in plain:
         np.testing.assert_allclose(split[name], plain[name], rtol=1e-12, atol=1e-14)
-
-
-@pytest.mark.parametrize("cell", CELLS)
-def test_a_failing_thread_does_not_leave_the_others_waiting(cell, monkeypatch):
-    """A units-split thread that fails before its first meeting (as Ctrl-C between two kernels
-    would) lets the others through; the error reaches the caller and the model still works."""
-    import charrnn.model as model_module
-
-    model, inputs, targets, state = tiny_problem(cell, True, B=4, H=6)
-    split_into(monkeypatch, model, "units", 2)
-    real = model_module.Model._cell_forward
-
-    def failing(self, layer, ws, state, W_h, units):
-        if units[2] == 1:
-            raise KeyboardInterrupt
-        return real(self, layer, ws, state, W_h, units)
-
-    monkeypatch.setattr(model_module.Model, "_cell_forward", failing)
-    with pytest.raises(KeyboardInterrupt):
-        model.forward(inputs, targets, state)
-    monkeypatch.setattr(model_module.Model, "_cell_forward", real)
-    loss, _ = model.forward(inputs, targets, state)
-    assert np.isfinite(loss)

@@ -1,12 +1,15 @@
 import base64
 import json
 import re
+from html.parser import HTMLParser
+from importlib import resources
 
 import numpy as np
 import pytest
 
+from charrnn.data import symbol_caption
 from charrnn.inspection import RankedCell
-from charrnn.page import page_char_count, write_index_html
+from charrnn.page import ASSETS, PAGE_CSS, PAGE_HTML, PAGE_JS, page_char_count, page_html, read_asset, write_index_html
 
 EVIL = 'x <script>alert(1)</script> & </script><img src=x onerror=alert(2)> \u2028 "q" \U0001f600\n'
 DATA_TAG = re.compile(r'<script type="application/json" id="inspect-data">(.*?)</script>', re.S)
@@ -116,3 +119,67 @@ def test_quantities_can_be_limited_to_fit_more_text(tmp_path):
     _, data = read_page(write(tmp_path, text, ranking, max_values=2 * 3 * 7 * 100, quantities=("h", "tanh_c")))
     assert data["quantities"] == ["h", "tanh_c"] and set(data["blocks"]) == {"h", "tanh_c"}
     assert len(data["text"]) == 350 and [row["feature"] for row in data["ranking"]] == ["a"]
+
+
+def test_page_assets_are_package_resources():
+    folder = resources.files("charrnn") / ASSETS
+    for name in (PAGE_HTML, PAGE_CSS, PAGE_JS):
+        assert (folder / name).is_file(), f"{ASSETS}/{name} is not found through importlib.resources"
+        assert read_asset(name).strip()
+    html = read_asset(PAGE_HTML)
+    assert html.count("__INSPECT_DATA__") == 1 and html.startswith("<!DOCTYPE html>")
+    assert "<style" not in html and "<script>" not in html  # the style and the code live in their own files
+
+
+class Elements(HTMLParser):
+    """Every start tag with its attributes, and the text inside each <style> and <script>."""
+
+    def __init__(self, html):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.bodies, self._open = [], {"style": [], "script": []}, None
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag in self.bodies:
+            self._open = tag
+            self.bodies[tag].append("")
+
+    def handle_endtag(self, tag):
+        if tag == self._open:
+            self._open = None
+
+    def handle_data(self, data):
+        if self._open:
+            self.bodies[self._open][-1] += data
+
+
+def test_written_page_is_one_file_with_no_external_references(tmp_path):
+    html, _ = read_page(write(tmp_path, "see https://example.com/x.css and <link href=//a>\n" * 4))
+    page = Elements(html)
+    assert not [tag for tag, _ in page.tags if tag == "link"]  # no <link rel=stylesheet href=...>
+    for tag, attrs in page.tags:
+        for name in ("src", "href", "srcset", "action", "data"):
+            assert name not in attrs, f"<{tag} {name}={attrs[name]!r}> refers to another file"
+    outside_data = DATA_TAG.sub("", html)  # corpus text may say anything: it is data, never markup
+    assert not re.search(r"(src|href)\s*=|https?://|rel\s*=\s*[\"']?stylesheet", outside_data)
+    (style,) = page.bodies["style"]
+    data_script, code = page.bodies["script"]
+    assert style.strip() == read_asset(PAGE_CSS).strip() and code.strip() == read_asset(PAGE_JS).strip()
+    for inline in (style, code):
+        assert not re.search(r"https?://|@import|url\(|fetch\(|XMLHttpRequest|import\s*\(", inline)
+    assert "example.com" in data_script and "<link" not in data_script  # the corpus's "<" is escaped
+
+
+def test_page_html_puts_the_data_in_its_slot_only():
+    html = page_html('{"text":"__INSPECT_DATA__"}')
+    assert html.count("__INSPECT_DATA__") == 1 and "<style>" in html and "<script src=" not in html
+
+
+def test_captions_come_from_symbol_caption(tmp_path):
+    text = "a b\tc\n\x1b\u00a0"
+    _, data = read_page(write(tmp_path, text))
+    assert set(data["captions"]) == set(text) | set(data["vocab"])
+    assert all(data["captions"][ch] == symbol_caption(ch) for ch in data["captions"])
+    assert data["captions"]["\n"] == "\u21b5" and data["captions"][" "] == "\u2423"
+    assert "function label" not in read_asset(PAGE_JS)  # the page looks captions up instead of computing them

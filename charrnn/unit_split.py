@@ -51,14 +51,20 @@ def grouped_weights(window, params, recurrent, for_backward):
     return layers
 
 
-def _meeting_safely(window, worker, task, *args):
-    """Runs one thread's share of a units-split layer; if it fails (an error, or Ctrl-C between two
-    kernels) the other threads are let through their remaining meetings before it re-raises."""
-    try:
-        task(*args)
-    except BaseException:
-        give_up(window.arrivals, worker)
-        raise
+def _layer_round(task, model, window, layer, *args):
+    """Runs task(model, window, layer, worker, *args) on every thread of the split at once, from a
+    fresh barrier. A thread that fails (an error, or Ctrl-C between two kernels) first lets the others
+    through their remaining meetings, so its error reaches the caller instead of a hang."""
+    window.arrivals[:] = 0
+
+    def share(worker):
+        try:
+            task(model, window, layer, worker, *args)
+        except BaseException:
+            give_up(window.arrivals, worker)
+            raise
+
+    run_parts([partial(share, worker) for worker in range(len(window.units))])
 
 
 def forward_units(model, window, inputs, targets, state, use_dropout, want_grad, scale, recurrent):
@@ -69,25 +75,7 @@ def forward_units(model, window, inputs, targets, state, use_dropout, want_grad,
     window.weights = grouped_weights(window, model.params, recurrent, want_grad)
     layer_input = None
     for layer in range(cfg.layers):
-        window.arrivals[:] = 0
-        run_parts(
-            [
-                partial(
-                    _meeting_safely,
-                    window,
-                    worker,
-                    _layer_forward,
-                    model,
-                    window,
-                    layer,
-                    worker,
-                    inputs,
-                    state,
-                    layer_input,
-                )
-                for worker in range(len(window.units))
-            ]
-        )
+        _layer_round(_layer_forward, model, window, layer, inputs, state, layer_input)
         layer_input = model._layer_output(ws, layer, use_dropout)
     if targets is not None:
         ws.targets.reshape(T, B)[...] = targets.T
@@ -130,29 +118,19 @@ def backward_units(model, window, grads, inputs, state, dstate, dfinal_state, us
         else:
             dh_last = np.ascontiguousarray(dfinal_state[0, layer], dtype=model.dtype)
             dc_last = np.ascontiguousarray(dfinal_state[1, layer], dtype=model.dtype)
-        window.arrivals[:] = 0
-        run_parts(
-            [
-                partial(
-                    _meeting_safely,
-                    window,
-                    worker,
-                    _layer_backward,
-                    model,
-                    window,
-                    layer,
-                    worker,
-                    grads,
-                    inputs,
-                    state,
-                    dstate[0, layer],
-                    dstate[1, layer],
-                    dh_last,
-                    dc_last,
-                    use_dropout,
-                )
-                for worker in range(len(window.units))
-            ]
+        _layer_round(
+            _layer_backward,
+            model,
+            window,
+            layer,
+            grads,
+            inputs,
+            state,
+            dstate[0, layer],
+            dstate[1, layer],
+            dh_last,
+            dc_last,
+            use_dropout,
         )
     for layer in range(cfg.layers):
         for key, grad in window.grads[layer].items():

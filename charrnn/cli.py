@@ -15,6 +15,11 @@ from charrnn.errors import CharrnnError, OutputClosed
 # tests/test_cli.py checks these lines against the commands' own docstrings.
 COMMANDS = {
     "corpus": ("charrnn.commands.corpus", "corpus", "Get a training corpus and print its path."),
+    "prepare": (
+        "charrnn.commands.prepare",
+        "prepare",
+        "Prepare FILE for training: its ids in one memory-mappable file.",
+    ),
     "train": ("charrnn.commands.train", "train", "Train a character-level model on FILE."),
     "sample": ("charrnn.commands.sample", "sample", "Generate text from CHECKPOINT."),
     "eval": (
@@ -28,6 +33,11 @@ COMMANDS = {
         "Describe CHECKPOINT: model, vocabulary, training progress and losses.",
     ),
     "inspect": ("charrnn.commands.inspect", "inspect", "Find the cells of CHECKPOINT that follow features of a text."),
+    "export": (
+        "charrnn.commands.export",
+        "export",
+        "Write CHECKPOINT as an ONNX model or as PyTorch-named safetensors weights.",
+    ),
 }
 
 

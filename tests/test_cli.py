@@ -11,7 +11,7 @@ from cli_runner import run_main
 from charrnn import __version__
 from charrnn.cli import COMMANDS
 
-SUBCOMMANDS = ("train", "sample", "eval", "info", "inspect", "corpus")
+SUBCOMMANDS = ("train", "sample", "eval", "info", "inspect", "corpus", "export")
 
 
 def test_version_from_python_dash_m():

@@ -5,9 +5,11 @@ charrnn.kernels do the arithmetic. Parameter names and shapes (legend in charrnn
     layer{l}.W_x  (V or H, G*H)   input weights; layer 0 reads one-hot characters as a row gather
     layer{l}.W_h  (H, G*H)        recurrent weights
     layer{l}.b    (G*H,)          bias of the input projection
-    layer{l}.b_hn (H,)            GRU only: bias inside the reset gate's product, as in PyTorch
+    layer{l}.<extra>              a cell type's own parameters (charrnn.cells), e.g. the GRU's b_hn (H,),
+                                  the bias inside its reset gate's product, as in PyTorch
     out.W (H, V), out.b (V,)      output layer
-The carried state is one array (2, L, B, H): state[0] is h, state[1] is c (kept zero for gru/rnn).
+The carried state is one array (2, L, B, H): state[0] is h, state[1] is c (kept zero for cells
+without one). What differs between cell types is described once, in charrnn.cells.
 
 Regularisation in training: inverted dropout on each layer's output h (between layers and before the
 output layer; `dropout`), and DropConnect on the recurrent weights (`weight_drop`, AWD-LSTM's weight
@@ -26,8 +28,8 @@ from functools import partial
 
 import numpy as np
 
+from charrnn.cells import CELLS, cell_named
 from charrnn.errors import CharrnnError
-from charrnn.kernels import GATE_BLOCKS, GRU, LSTM
 from charrnn.kernels.layers import (
     add_bias,
     bias_backward,
@@ -37,14 +39,6 @@ from charrnn.kernels.layers import (
     matmul_accumulate,
     softmax_cross_entropy,
 )
-from charrnn.kernels.recurrent import (
-    gru_backward,
-    gru_forward,
-    lstm_backward,
-    lstm_forward,
-    rnn_backward,
-    rnn_forward,
-)
 from charrnn.kernels.sync import ARRIVAL_STRIDE
 from charrnn.parallel import pin_blas, run_parts, small_gemm_budget, split_rows, thread_budget
 from charrnn.plan import Plan, unit_permutation, unit_ranges
@@ -52,7 +46,6 @@ from charrnn.unit_split import backward_units, forward_units
 
 _NO_ARRIVALS = np.zeros(ARRIVAL_STRIDE, np.int64)  # a lone thread meets nobody
 INIT_RANGE = 0.08  # char-rnn's uniform initialisation
-FORGET_BIAS = 1.0  # char-rnn starts LSTMs remembering
 # Layer 0's W_x is a table of per-character rows (an embedding folded into the gates), drawn like
 # nn.Embedding's N(0, 1). With char-rnn's +-0.08 the one-hot input barely moves the gates and the
 # loss sits on the unigram plateau for ~150 iterations. On Tiny Shakespeare, 2x128, val loss after
@@ -74,8 +67,7 @@ class ModelConfig:
     weight_drop: float = 0.0
 
     def __post_init__(self):
-        if self.cell not in GATE_BLOCKS:
-            raise CharrnnError(f"unknown model type {self.cell!r}; choose one of {', '.join(GATE_BLOCKS)}")
+        cell_named(self.cell)
         if self.vocab_size < 2:
             raise CharrnnError(f"a vocabulary needs at least 2 symbols, got {self.vocab_size}")
         if self.hidden < 1 or self.layers < 1:
@@ -87,7 +79,7 @@ class ModelConfig:
 
     @property
     def gate_width(self):
-        return GATE_BLOCKS[self.cell] * self.hidden
+        return CELLS[self.cell].gate_blocks * self.hidden
 
     def to_dict(self):
         return asdict(self)
@@ -109,13 +101,9 @@ class ModelConfig:
 
 def parameter_shapes(config):
     shapes = {}
-    H, GH = config.hidden, config.gate_width
+    cell, H = CELLS[config.cell], config.hidden
     for layer in range(config.layers):
-        shapes[f"layer{layer}.W_x"] = (config.vocab_size if layer == 0 else H, GH)
-        shapes[f"layer{layer}.W_h"] = (H, GH)
-        shapes[f"layer{layer}.b"] = (GH,)
-        if config.cell == GRU:
-            shapes[f"layer{layer}.b_hn"] = (H,)
+        shapes.update(cell.parameter_shapes(layer, config.vocab_size if layer == 0 else H, H))
     shapes["out.W"] = (H, config.vocab_size)
     shapes["out.b"] = (config.vocab_size,)
     return shapes
@@ -127,10 +115,8 @@ def init_params(config, seed=0, dtype=np.float32):
     for name, shape in parameter_shapes(config).items():
         params[name] = rng.uniform(-INIT_RANGE, INIT_RANGE, size=shape).astype(dtype)
     params["layer0.W_x"] = rng.normal(0.0, INPUT_INIT_STD, size=params["layer0.W_x"].shape).astype(dtype)
-    if config.cell == LSTM:
-        H = config.hidden
-        for layer in range(config.layers):
-            params[f"layer{layer}.b"][H : 2 * H] = FORGET_BIAS
+    for layer in range(config.layers):
+        CELLS[config.cell].initialise(params, layer, config.hidden)
     return params
 
 
@@ -145,7 +131,7 @@ class _Workspace:
         self.gates = np.empty((L, T, B, GH), dtype)
         self.h_seq = np.empty((L, T, B, H), dtype)
         self.c_seq = np.zeros((L, T, B, H), dtype)
-        # LSTM: tanh(c_t); GRU: h_{t-1} W_hn + b_hn; the extra per-step value each backward needs.
+        # LSTM: tanh(c_t); LN-LSTM: tanh(LN(c_t)); GRU: h_{t-1} W_hn + b_hn; what each backward needs per step.
         self.aux_seq = np.empty((L, T, B, H), dtype)
         self.dropped = np.empty((L, T, B, H), dtype)
         self.masks = np.empty((L, T, B, H), dtype)
@@ -153,7 +139,9 @@ class _Workspace:
         self.dlogits = np.empty((T * B, V), dtype)
         self.targets = np.empty(T * B, np.int64)
         self.dgates_x = np.empty((T, B, GH), dtype)
-        self.dgates_h = np.empty((T, B, GH), dtype) if config.cell == GRU else self.dgates_x
+        cell = CELLS[config.cell]
+        self.dgates_h = np.empty((T, B, GH), dtype) if cell.separate_dgates_h else self.dgates_x
+        self.cell_work = cell.work(L, T, B, H, GH, dtype) if cell.work else None
         self.dh_seq = np.empty((T, B, H), dtype)
         self.zero_state = np.zeros((B, H), dtype)
         self.no_grad = np.empty((0, V), dtype)
@@ -170,12 +158,12 @@ class _Window:
 
     def __init__(self, config, batch, steps, dtype, plan):
         parts = plan.parts(batch, config.hidden)
-        self.split = plan.split if parts > 1 else "batch"
+        self.split = plan.split if parts > 1 and CELLS[config.cell].splits_units else "batch"
         if self.split == "batch":
             self.rows = split_rows(batch, parts)
             self.parts = [_Workspace(config, rows.stop - rows.start, steps, dtype) for rows in self.rows]
             return
-        H, G, L = config.hidden, GATE_BLOCKS[config.cell], config.layers
+        H, G, L = config.hidden, CELLS[config.cell].gate_blocks, config.layers
         self.rows = [slice(0, batch)]
         self.parts = [_Workspace(config, batch, steps, dtype)]
         self.units = unit_ranges(H, parts)
@@ -193,6 +181,7 @@ class Model:
     def __init__(self, config, params=None, dtype=np.float32, seed=0, plan=None):
         pin_blas()  # before any product, so every product of this process sums in one order
         self.config = config
+        self.cell = CELLS[config.cell]
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise CharrnnError(f"model dtype must be float32 or float64, got {self.dtype}")
@@ -202,6 +191,13 @@ class Model:
         # How windows are cut between threads (charrnn.plan); the default splits streams between
         # as many threads as the budget allows. A trainer sets the plan chosen for its shape.
         self.plan = plan if plan is not None else Plan("batch", thread_budget())
+        if self.plan.split == "units" and not self.cell.splits_units:
+            raise CharrnnError(
+                f"a {config.cell} model cannot share its units between threads (each step needs all of them); "
+                "use the batch split (--plan batch or auto)"
+            )
+        # Cells that add b inside their time loop (charrnn.cells) read the input projection without it.
+        self._no_bias = np.zeros(config.gate_width, self.dtype)
         self._windows = {}
         self._last = None
         self._dropped_W_h = None  # per layer: W_h * mask / keep, and the scaled mask, when weight drop is on
@@ -281,7 +277,7 @@ class Model:
         final_state = np.empty_like(state)
         for ws, rows in zip(window.parts, window.rows):
             final_state[0, :, rows] = ws.h_seq[:, T - 1]
-            final_state[1, :, rows] = ws.c_seq[:, T - 1] if self.config.cell == LSTM else 0.0
+            final_state[1, :, rows] = ws.c_seq[:, T - 1] if self.cell.has_memory else 0.0
         loss = None
         if targets is not None:
             loss = sum(totals) / (B * T)
@@ -329,13 +325,14 @@ class Model:
         whole = (0, cfg.hidden, 0, 1, _NO_ARRIVALS)
         for layer in range(cfg.layers):
             gates = ws.gates[layer]
-            W_x, bias = p[f"layer{layer}.W_x"], p[f"layer{layer}.b"]
+            W_x, bias = p[f"layer{layer}.W_x"], self._input_bias(layer)
             if layer == 0:
                 embedding_forward(gates, W_x, bias, inputs)
             else:
                 rows = gates.reshape(T * B, cfg.gate_width)
                 matmul(rows, layer_input.reshape(T * B, cfg.hidden), W_x)
-                add_bias(rows, bias)
+                if self.cell.input_bias:
+                    add_bias(rows, bias)
             self._cell_forward(layer, ws, state, recurrent[layer], whole)
             layer_input = self._layer_output(ws, layer, use_dropout)
         if targets is not None:
@@ -370,28 +367,13 @@ class Model:
         pieces = [ws.logits.reshape(T, -1, V) for ws in window.parts]
         return np.concatenate(pieces, axis=1).reshape(-1, V)
 
+    def _input_bias(self, layer):
+        """The bias the input projection takes before the cell: b, or zeros for cells that add it later."""
+        return self.params[f"layer{layer}.b"] if self.cell.input_bias else self._no_bias
+
     def _cell_forward(self, layer, ws, state, W_h, units):
         """The recurrent part of one layer's forward; units = (first, count, worker, workers, arrivals)."""
-        p, cell, tile = self.params, self.config.cell, small_gemm_budget()
-        h0 = state[0, layer]
-        if cell == LSTM:
-            lstm_forward(
-                ws.h_seq[layer],
-                ws.c_seq[layer],
-                ws.aux_seq[layer],
-                ws.gates[layer],
-                W_h,
-                h0,
-                state[1, layer],
-                tile,
-                *units,
-            )
-        elif cell == GRU:
-            gru_forward(
-                ws.h_seq[layer], ws.aux_seq[layer], ws.gates[layer], W_h, p[f"layer{layer}.b_hn"], h0, tile, *units
-            )
-        else:
-            rnn_forward(ws.h_seq[layer], ws.gates[layer], W_h, h0, tile, *units)
+        self.cell.forward(ws, layer, self.params, state, W_h, small_gemm_budget(), units)
 
     # ---------------------------------------------------------------------------------- backward
     def backward(self, grads, dfinal_state=None):
@@ -481,6 +463,7 @@ class Model:
                 dc_last,
                 W_h_T[layer],
                 (0, H, 0, 1, _NO_ARRIVALS),
+                grads,
             )
 
             dgates_x = ws.dgates_x.reshape(T * B, GH)
@@ -491,9 +474,8 @@ class Model:
             matmul_accumulate(dW_h, state[0, layer].T, ws.dgates_h[0])
             if T > 1:
                 matmul_accumulate(dW_h, h_seq[: T - 1].reshape((T - 1) * B, H).T, dgates_h[B:])
-            bias_backward(grads[f"layer{layer}.b"], dgates_x)
-            if cfg.cell == GRU:
-                bias_backward(grads[f"layer{layer}.b_hn"], dgates_h[:, 2 * H :])
+            if self.cell.input_bias:
+                bias_backward(grads[f"layer{layer}.b"], dgates_x)
             if layer == 0:
                 embedding_backward(grads["layer0.W_x"], ws.dgates_x, inputs)
             else:
@@ -501,42 +483,12 @@ class Model:
                 matmul_accumulate(grads[f"layer{layer}.W_x"], below.reshape(T * B, H).T, dgates_x)
                 matmul(dh_seq.reshape(T * B, H), dgates_x, p[f"layer{layer}.W_x"].T)
 
-    def _cell_backward(self, layer, ws, state, dh0, dc0, dh_last, dc_last, W_h_T, units):
-        """The recurrent part of one layer's backward; units as in _cell_forward."""
-        tile = small_gemm_budget()
-        if self.config.cell == LSTM:
-            lstm_backward(
-                ws.dgates_x,
-                dh0,
-                dc0,
-                ws.dh_seq,
-                dh_last,
-                dc_last,
-                ws.gates[layer],
-                ws.c_seq[layer],
-                ws.aux_seq[layer],
-                state[1, layer],
-                W_h_T,
-                tile,
-                *units,
-            )
-        elif self.config.cell == GRU:
-            gru_backward(
-                ws.dgates_x,
-                ws.dgates_h,
-                dh0,
-                ws.dh_seq,
-                dh_last,
-                ws.gates[layer],
-                ws.h_seq[layer],
-                ws.aux_seq[layer],
-                state[0, layer],
-                W_h_T,
-                tile,
-                *units,
-            )
-        else:
-            rnn_backward(ws.dgates_x, dh0, ws.dh_seq, dh_last, ws.gates[layer], W_h_T, tile, *units)
+    def _cell_backward(self, layer, ws, state, dh0, dc0, dh_last, dc_last, W_h_T, units, grads):
+        """The recurrent part of one layer's backward (units as in _cell_forward); the cell's own
+        parameters' gradients go to grads."""
+        self.cell.backward(
+            ws, layer, self.params, grads, state, dh0, dc0, dh_last, dc_last, W_h_T, small_gemm_budget(), units
+        )
 
     # ------------------------------------------------------------------------------ conveniences
     def loss_and_grads(self, inputs, targets, state, grads, dropout_rng=None):
@@ -567,12 +519,15 @@ class Model:
             natural = np.empty_like(gates)
             natural[:, :, window.perm] = gates
             gates = natural
-        return {
+        recorded = {
             "h": ws.h_seq[:, :, 0].transpose(1, 0, 2).copy(),
             "c": ws.c_seq[:, :, 0].transpose(1, 0, 2).copy().reshape(T, L, H),
             "gates": gates.copy().reshape(T, L, GH),
             "logits": ws.logits.copy(),
         }
+        if self.cell.has_memory:  # what h reads of the memory: tanh(c), or tanh(LN(c)) for the LN-LSTM
+            recorded["tanh_c"] = ws.aux_seq[:, :, 0].transpose(1, 0, 2).copy()
+        return recorded
 
     # -------------------------------------------------------------------------------- validation
     def _window(self, batch, steps):

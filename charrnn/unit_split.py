@@ -13,7 +13,6 @@ from functools import partial
 
 import numpy as np
 
-from charrnn.kernels import GATE_BLOCKS, GRU
 from charrnn.kernels.layers import (
     add_bias,
     bias_backward,
@@ -90,7 +89,7 @@ def forward_units(model, window, inputs, targets, state, use_dropout, want_grad,
 def _layer_forward(model, window, layer, worker, inputs, state, layer_input):
     ws, weights = window.parts[0], window.weights[layer]
     first, count = window.units[worker]
-    G = GATE_BLOCKS[model.config.cell]
+    G = model.cell.gate_blocks
     block = slice(G * first, G * (first + count))
     gates = ws.gates[layer]
     T, B, GH = gates.shape
@@ -143,7 +142,7 @@ def backward_units(model, window, grads, inputs, state, dstate, dfinal_state, us
 def _layer_backward(model, window, layer, worker, grads, inputs, state, dh0, dc0, dh_last, dc_last, use_dropout):
     cfg, p, ws, weights = model.config, model.params, window.parts[0], window.weights[layer]
     B, T = inputs.shape
-    H, GH, G = cfg.hidden, cfg.gate_width, GATE_BLOCKS[cfg.cell]
+    H, GH, G = cfg.hidden, cfg.gate_width, model.cell.gate_blocks
     first, count = window.units[worker]
     own, block = slice(first, first + count), slice(G * first, G * (first + count))
     dh_rows = ws.dh_seq.reshape(T * B, H)
@@ -156,7 +155,7 @@ def _layer_backward(model, window, layer, worker, grads, inputs, state, dh0, dc0
     if use_dropout:
         ws.dh_seq[:, :, own] *= ws.masks[layer][:, :, own]
     units = (first, count, worker, len(window.units), window.arrivals)
-    model._cell_backward(layer, ws, state, dh0, dc0, dh_last, dc_last, weights["W_h_T_rows"][worker], units)
+    model._cell_backward(layer, ws, state, dh0, dc0, dh_last, dc_last, weights["W_h_T_rows"][worker], units, grads)
 
     dgates_x = ws.dgates_x.reshape(T * B, GH)
     dgates_h = ws.dgates_h.reshape(T * B, GH)
@@ -166,9 +165,6 @@ def _layer_backward(model, window, layer, worker, grads, inputs, state, dh0, dc0
     if T > 1:
         matmul_accumulate(dW_h, ws.h_seq[layer][: T - 1].reshape((T - 1) * B, H).T, dgates_h[B:, block])
     bias_backward(grouped["b"][block], dgates_x[:, block])
-    if cfg.cell == GRU:
-        n_block = slice(G * first + 2 * count, G * first + 3 * count)
-        bias_backward(grads[f"layer{layer}.b_hn"][own], dgates_h[:, n_block])
     if layer == 0:
         embedding_backward(grouped["W_x"][:, block], ws.dgates_x[:, :, block], inputs)
     else:

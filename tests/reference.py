@@ -7,6 +7,11 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def layer_norm(v, gain, bias, eps=1e-5):
+    centred = v - v.mean(axis=-1, keepdims=True)
+    return gain * centred / np.sqrt((centred**2).mean(axis=-1, keepdims=True) + eps) + bias
+
+
 def reference_forward(config, params, inputs, targets, state, masks=None):
     """Mean cross-entropy and final state of a window, step by step, batch-major like the inputs.
 
@@ -27,6 +32,14 @@ def reference_forward(config, params, inputs, targets, state, masks=None):
                 i, f, o, g = np.split(pre_x + pre_h, 4, axis=1)
                 c[layer] = sigmoid(f) * c[layer] + sigmoid(i) * np.tanh(g)
                 h[layer] = sigmoid(o) * np.tanh(c[layer])
+            elif config.cell == "lnlstm":
+                ln = {
+                    n: params[f"layer{layer}.{n}"] for n in ("gain_x", "bias_x", "gain_h", "bias_h", "gain_c", "bias_c")
+                }
+                a = layer_norm(x @ W_x, ln["gain_x"], ln["bias_x"]) + layer_norm(pre_h, ln["gain_h"], ln["bias_h"]) + b
+                i, f, o, g = np.split(a, 4, axis=1)
+                c[layer] = sigmoid(f) * c[layer] + sigmoid(i) * np.tanh(g)
+                h[layer] = sigmoid(o) * np.tanh(layer_norm(c[layer], ln["gain_c"], ln["bias_c"]))
             elif config.cell == "gru":
                 xr, xz, xn = np.split(pre_x, 3, axis=1)
                 hr, hz, hn = np.split(pre_h, 3, axis=1)
@@ -41,7 +54,7 @@ def reference_forward(config, params, inputs, targets, state, masks=None):
         log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         total -= log_probs[np.arange(B), targets[:, t]].sum()
     final = np.stack([np.stack(h), np.stack(c)])
-    if config.cell != "lstm":
+    if config.cell not in ("lstm", "lnlstm"):
         final[1] = 0.0
     return total / (B * T), final
 

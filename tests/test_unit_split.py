@@ -3,10 +3,10 @@ test_model.py (float64 agreement, finite differences, same bits on repeats)."""
 
 import numpy as np
 import pytest
-from test_model import CELLS, split_into, tiny_problem
+from test_model import UNIT_CELLS, split_into, tiny_problem
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", UNIT_CELLS)
 def test_a_failing_thread_does_not_leave_the_others_waiting(cell, monkeypatch):
     """A units-split thread that fails before its first meeting (as Ctrl-C between two kernels
     would) lets the others through; the error reaches the caller and the model still works."""

@@ -113,7 +113,7 @@ def download(url: str, dest, sha256: str | None, label: str = "", progress: bool
         try:
             with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
                 total = _content_length(response)
-                with _Progress(label, total, enabled=progress) as bar:
+                with Progress(label, total, enabled=progress) as bar:
                     while block := response.read(_READ_BLOCK):
                         out.write(block)
                         digest.update(block)
@@ -241,22 +241,23 @@ def _content_length(response) -> int | None:
         return None
 
 
-class _Progress:
-    """click progress bar on a terminal; otherwise a line per 10% (or one at the end) on stderr."""
+class Progress:
+    """click progress bar on a terminal; otherwise a line per 10% (or one at the end) on stderr.
+    `action` names the work ("downloading", "preparing"); the total and counts are bytes."""
 
-    def __init__(self, label: str, total: int | None, enabled: bool):
-        self.label, self.total, self.enabled = label, total, enabled
+    def __init__(self, label: str, total: int | None, enabled: bool, action: str = "downloading"):
+        self.label, self.total, self.enabled, self.action = label, total, enabled, action
         self.done = 0
         self._next_pct = 10
         self._bar = None
         if enabled and total and sys.stderr.isatty():
-            self._bar = click.progressbar(length=total, label=f"downloading {label}", file=sys.stderr)
+            self._bar = click.progressbar(length=total, label=f"{action} {label}", file=sys.stderr)
 
     def __enter__(self):
         if self._bar is not None:
             self._bar.__enter__()
         elif self.enabled:
-            click.echo(f"downloading {self.label} ...", err=True)
+            click.echo(f"{self.action} {self.label} ...", err=True)
         return self
 
     def update(self, n: int) -> None:

@@ -3,11 +3,16 @@
 A corpus is read either as Unicode text ("utf-8": symbols are characters) or as raw bytes
 ("bytes": symbols are the byte values that occur). Either way it becomes one array of symbol
 ids in the smallest unsigned dtype that fits the vocabulary, so a 100 MB corpus stays 100 MB.
+
+The ids may also be a read-only memory mapping of a prepared corpus (charrnn.prepared). The loaders
+here then let go of the pages they have read every few windows (release_pages), so a process's
+resident memory holds the windows in use, not the part of the corpus read so far.
 """
 
 from __future__ import annotations
 
 import math
+import mmap
 import numbers
 import unicodedata
 from collections.abc import Iterator
@@ -28,6 +33,9 @@ _MAX_NUL_FRACTION = 0.001
 # text to UTF-32, so whole-corpus temporaries would cost 4-8x the corpus size.
 _CHUNK = 1 << 22
 _BOM = "\ufeff"
+# Windows a loader reads from a memory-mapped corpus between two releases of its pages: a window
+# touches a page or two per stream, so this bounds what stays resident to a few MB.
+RELEASE_EVERY = 64
 
 
 def normalize_encoding(encoding: str) -> str:
@@ -138,10 +146,11 @@ class Vocab:
         """Vocabulary of every symbol occurring in text (str for utf-8; bytes for bytes mode)."""
         mode = normalize_encoding(mode)
         codes = _codes_of(text, mode)
-        return cls._from_codes(np.flatnonzero(np.bincount(codes)), mode)
+        return cls.from_codes(np.flatnonzero(np.bincount(codes)), mode)
 
     @classmethod
-    def _from_codes(cls, codes: np.ndarray, mode: str) -> Vocab:
+    def from_codes(cls, codes: np.ndarray, mode: str) -> Vocab:
+        """Vocabulary of the given distinct codes (code points, or byte values), ascending."""
         if mode == BYTES:
             return cls([int(c) for c in codes], BYTES)
         return cls([chr(int(c)) for c in codes], UTF8)
@@ -254,6 +263,7 @@ class Corpus:
     path: Path
     n_chars: int
     encoding: str
+    sha256: str | None = None  # of the source file, where already known (a prepared corpus records it)
 
 
 def load_corpus(path, encoding: str = UTF8) -> Corpus:
@@ -265,7 +275,9 @@ def load_corpus(path, encoding: str = UTF8) -> Corpus:
     path = Path(path)
     data = _read_corpus_bytes(path)
     if encoding == UTF8:
-        _reject_binary(path, data)
+        refusal = binary_refusal(path, data.count(0), len(data))
+        if refusal:
+            raise refusal
     if encoding == BYTES or data.isascii():
         # ASCII bytes are their own code points: no decoding, no 4x UTF-32 copy.
         ids, symbols = _index_codes(lambda: _array_chunks(np.frombuffer(data, dtype=np.uint8)))
@@ -275,6 +287,14 @@ def load_corpus(path, encoding: str = UTF8) -> Corpus:
         if text.startswith(_BOM):
             text = text[1:]
         ids, symbols = _index_codes(lambda: _codepoint_chunks(text))
+    check_distinct_symbols(path, symbols, encoding)
+    vocab = Vocab.from_codes(symbols, encoding)
+    return Corpus(ids=ids, vocab=vocab, path=path, n_chars=int(ids.size), encoding=encoding)
+
+
+def check_distinct_symbols(path, symbols: np.ndarray, encoding: str) -> None:
+    """Refuses a corpus whose distinct codes (sorted) are too few to learn from: none (only a
+    byte-order mark) or one."""
     if symbols.size == 0:
         raise CharrnnError(
             f"corpus file {path} holds no text (only a byte-order mark); pass a file with some text in it"
@@ -284,8 +304,6 @@ def load_corpus(path, encoding: str = UTF8) -> Corpus:
         raise CharrnnError(
             f"{path} contains a single distinct symbol ({only}); a language model needs at least 2 — use a real text file"
         )
-    vocab = Vocab._from_codes(symbols, encoding)
-    return Corpus(ids=ids, vocab=vocab, path=path, n_chars=int(ids.size), encoding=encoding)
 
 
 def ids_in_vocab(corpus: Corpus, vocab: Vocab, owner: str = "the model") -> np.ndarray:
@@ -423,25 +441,34 @@ def _index_codes(make_chunks) -> tuple[np.ndarray, np.ndarray]:
     (count the symbols, then map them) so no whole-corpus temporary is needed.
     """
     counts = np.zeros(0, dtype=np.int64)
-    total = 0
     for chunk in make_chunks():
-        chunk_counts = np.bincount(chunk)
-        if chunk_counts.size > counts.size:
-            chunk_counts[: counts.size] += counts
-            counts = chunk_counts
-        else:
-            counts[: chunk_counts.size] += chunk_counts
-        total += chunk.size
-    symbols = np.flatnonzero(counts)
-    dtype = id_dtype(max(symbols.size, 1))
-    lookup = np.zeros(counts.size, dtype=dtype)
-    lookup[symbols] = np.arange(symbols.size, dtype=dtype)
-    ids = np.empty(total, dtype=dtype)
+        counts = add_code_counts(counts, chunk)
+    symbols, lookup = dense_lookup(counts)
+    ids = np.empty(int(counts.sum()), dtype=lookup.dtype)
     start = 0
     for chunk in make_chunks():
         ids[start : start + chunk.size] = lookup[chunk]
         start += chunk.size
     return ids, symbols
+
+
+def add_code_counts(counts: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """counts (int64, indexed by code) with the codes of one chunk added; grows as larger codes appear."""
+    chunk_counts = np.bincount(codes)
+    if chunk_counts.size > counts.size:
+        chunk_counts[: counts.size] += counts
+        return chunk_counts
+    counts[: chunk_counts.size] += chunk_counts
+    return counts
+
+
+def dense_lookup(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct codes ascending, code -> id table in id_dtype) for codes counted by add_code_counts."""
+    symbols = np.flatnonzero(counts)
+    dtype = id_dtype(max(symbols.size, 1))
+    lookup = np.zeros(counts.size, dtype=dtype)
+    lookup[symbols] = np.arange(symbols.size, dtype=dtype)
+    return symbols, lookup
 
 
 def _read_corpus_bytes(path: Path) -> bytes:
@@ -458,23 +485,28 @@ def _read_corpus_bytes(path: Path) -> bytes:
     return data
 
 
-def _reject_binary(path: Path, data: bytes) -> None:
-    nuls = data.count(0)
-    if nuls > _MAX_NUL_FRACTION * len(data):
-        raise CharrnnError(
+def binary_refusal(path, nuls: int, size: int) -> CharrnnError | None:
+    """The error for a file of `size` bytes with `nuls` NUL bytes read as UTF-8 text, if it looks binary."""
+    if nuls > _MAX_NUL_FRACTION * size:
+        return CharrnnError(
             f"{path} looks like a binary or UTF-16 file ({nuls} NUL bytes); "
             "train on raw bytes with --encoding bytes or convert it to UTF-8 text"
         )
+    return None
+
+
+def utf8_refusal(path, byte: int, offset: int) -> CharrnnError:
+    """The error for a corpus file that is not UTF-8: `byte` at `offset` (from the file's start) is wrong."""
+    return CharrnnError(
+        f"{path} is not valid UTF-8 text (byte 0x{byte:02x} at offset {offset}); train on raw bytes with --encoding bytes"
+    )
 
 
 def _decode_utf8(path: Path, data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise CharrnnError(
-            f"{path} is not valid UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-            "train on raw bytes with --encoding bytes"
-        ) from None
+        raise utf8_refusal(path, data[exc.start], exc.start) from None
 
 
 def split_corpus(ids: np.ndarray, val_frac: float = 0.1, test_frac: float = 0.0) -> dict[str, np.ndarray]:
@@ -522,6 +554,7 @@ class BatchLoader:
         # Views, not copies: the corpus stays in its compact dtype until a window is cut.
         self._inputs = ids[:span].reshape(batch_size, self.stream_length)
         self._targets = ids[1 : span + 1].reshape(batch_size, self.stream_length)
+        self._mapping = mapping_of(ids)
         self.position = 0
         self.epoch = 0
 
@@ -540,6 +573,8 @@ class BatchLoader:
         window = slice(self.position, self.position + self.seq_length)
         inputs = np.ascontiguousarray(self._inputs[:, window], dtype=np.int32)
         targets = np.ascontiguousarray(self._targets[:, window], dtype=np.int32)
+        if self._mapping is not None and (self.position // self.seq_length) % RELEASE_EVERY == RELEASE_EVERY - 1:
+            release_pages(self._mapping)
         self.position += self.seq_length
         return inputs, targets, reset
 
@@ -594,9 +629,47 @@ def iter_eval_windows(ids: np.ndarray, batch_size: int, seq_length: int) -> Iter
     ids = np.ascontiguousarray(ids)
     inputs = ids[:span].reshape(streams, stream_length)
     targets = ids[1 : span + 1].reshape(streams, stream_length)
-    for start in range(0, stream_length, seq_length):
+    mapping = mapping_of(ids)
+    for number, start in enumerate(range(0, stream_length, seq_length)):
         window = slice(start, start + seq_length)
-        yield (
+        batch = (
             np.ascontiguousarray(inputs[:, window], dtype=np.int32),
             np.ascontiguousarray(targets[:, window], dtype=np.int32),
         )
+        if mapping is not None and number % RELEASE_EVERY == RELEASE_EVERY - 1:
+            release_pages(mapping)
+        yield batch
+    if mapping is not None:
+        release_pages(mapping)
+
+
+def count_symbols(ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """How often each id 0..vocab_size-1 occurs in ids (int64), a chunk at a time; a memory-mapped
+    corpus lets go of each chunk's pages once counted, so counting it never makes it resident."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    mapping = mapping_of(ids)
+    step = 1 << 20  # bincount widens to int64; a chunk this size stays in cache and runs fastest
+    for start in range(0, len(ids), step):
+        counts += np.bincount(ids[start : start + step], minlength=vocab_size)[:vocab_size]
+        if mapping is not None and (start // step) % 8 == 7:  # resident: at most 8 chunks
+            release_pages(mapping)
+    if mapping is not None:
+        release_pages(mapping)
+    return counts
+
+
+def mapping_of(ids) -> mmap.mmap | None:
+    """The memory mapping an id array is a view of (a prepared corpus), or None for one in memory."""
+    base = ids
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return base if isinstance(base, mmap.mmap) else None
+
+
+def release_pages(mapping: mmap.mmap) -> None:
+    """Drops the pages of a read-only file mapping from this process's resident set: they stay in the
+    page cache, and the next read of them maps them again. Where madvise is missing, the OS decides."""
+    if hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)

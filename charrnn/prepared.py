@@ -226,10 +226,21 @@ def prepare_corpus(
     written atomically, the description last and the old one removed first, so a crash leaves either a
     whole prepared corpus or a directory open_prepared refuses as unprepared.
     """
-    encoding = normalize_encoding(encoding)
-    source = Path(source)
-    split_corpus(np.zeros(2), val_frac, test_frac)  # refuses unusable fractions before reading anything
     out = Path(out) if out is not None else default_out_dir(source)
+    try:
+        return prepare_into(source, out, encoding, val_frac, test_frac, progress)
+    except OSError as error:
+        raise CharrnnError(
+            f"cannot write the prepared corpus to {out} ({error.strerror or error}); "
+            "choose a writable directory with --out and check that the disk is not full"
+        ) from None
+
+
+def prepare_into(source, out, encoding=UTF8, val_frac=0.1, test_frac=0.0, progress=True) -> Path:
+    """prepare_corpus, with the file system's errors left as OSErrors for the caller to word."""
+    encoding = normalize_encoding(encoding)
+    source, out = Path(source), Path(out)
+    split_corpus(np.zeros(2), val_frac, test_frac)  # refuses unusable fractions before reading anything
     before = _source_stat(source)
     show = progress and before.st_size >= PROGRESS_FROM_BYTES
     counts, sha256, size = _count_pass(source, encoding, show)
@@ -246,41 +257,35 @@ def prepare_corpus(
         if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or mapped["count"] != n_chars:
             raise CharrnnError(f"{source} changed while it was being prepared; prepare it again once it is complete")
 
-    try:
-        if description_path.is_file():
-            description_path.unlink()
-        atomic_write(ids_path, write_ids)
-        description = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "charrnn_version": __version__,
-            "encoding": encoding,
-            "vocab": vocab.to_dict(),
-            "n_chars": n_chars,
-            "id_dtype": id_dtype(len(vocab)).name,
-            "byte_order": "little",
-            "ids": {
-                "file": IDS_FILE,
-                "bytes": n_chars * id_dtype(len(vocab)).itemsize,
-                "sha256": mapped["sha256"],
-                "mtime_ns": ids_path.stat().st_mtime_ns,
-            },
-            "source": {
-                "path": str(source.resolve()),
-                "size": size,
-                "mtime_ns": before.st_mtime_ns,
-                "sha256": sha256,
-            },
-            "val_frac": val_frac,
-            "test_frac": test_frac,
-        }
-        description["seal"] = seal(description)
-        write_description(out, description)
-    except OSError as error:
-        raise CharrnnError(
-            f"cannot write the prepared corpus to {out} ({error.strerror or error}); "
-            "choose a writable directory with --out and check that the disk is not full"
-        ) from None
+    if description_path.is_file():
+        description_path.unlink()
+    atomic_write(ids_path, write_ids)
+    description = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "charrnn_version": __version__,
+        "encoding": encoding,
+        "vocab": vocab.to_dict(),
+        "n_chars": n_chars,
+        "id_dtype": id_dtype(len(vocab)).name,
+        "byte_order": "little",
+        "ids": {
+            "file": IDS_FILE,
+            "bytes": n_chars * id_dtype(len(vocab)).itemsize,
+            "sha256": mapped["sha256"],
+            "mtime_ns": ids_path.stat().st_mtime_ns,
+        },
+        "source": {
+            "path": str(source.resolve()),
+            "size": size,
+            "mtime_ns": before.st_mtime_ns,
+            "sha256": sha256,
+        },
+        "val_frac": val_frac,
+        "test_frac": test_frac,
+    }
+    description["seal"] = seal(description)
+    write_description(out, description)
     return out
 
 

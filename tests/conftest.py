@@ -1,7 +1,22 @@
 """Shared fixtures: small corpora made on the spot (no corpus text lives in the repository)."""
 
+import os
+
 import numpy as np
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def corpus_cache(tmp_path_factory):
+    """The corpus cache text files are prepared into (charrnn.corpus_cache): one for the session, never
+    the user's ~/.cache; subprocesses (charrnn under mpirun) inherit it."""
+    previous = os.environ.get("CHARRNN_CACHE")
+    os.environ["CHARRNN_CACHE"] = str(tmp_path_factory.mktemp("charrnn-cache"))
+    yield os.environ["CHARRNN_CACHE"]
+    if previous is None:
+        os.environ.pop("CHARRNN_CACHE", None)
+    else:
+        os.environ["CHARRNN_CACHE"] = previous
 
 
 def synthetic_text(n_chars=6000, seed=0):

@@ -3,56 +3,25 @@
 import numpy as np
 import pytest
 
+from charrnn.export import DECODER, params_from_torch, torch_state_dict
 from charrnn.model import Model, ModelConfig, parameter_shapes
 
 torch = pytest.importorskip("torch")
 
-# charrnn's LSTM blocks are i, f, o, g; PyTorch's are i, f, g, o.
-LSTM_TO_TORCH = [0, 1, 3, 2]
-
-
-def torch_order(cell, matrix, H):
-    """Rows of a (G*H, ...) torch weight from charrnn's (..., G*H) block layout."""
-    blocks = np.split(matrix, matrix.shape[-1] // H, axis=-1)
-    if cell == "lstm":
-        blocks = [blocks[k] for k in LSTM_TO_TORCH]
-    return np.concatenate(blocks, axis=-1).T.copy()
-
-
-def charrnn_order(cell, torch_matrix, H):
-    """Inverse of torch_order, for comparing gradients."""
-    matrix = torch_matrix.T
-    blocks = np.split(matrix, matrix.shape[-1] // H, axis=-1)
-    if cell == "lstm":
-        blocks = [blocks[LSTM_TO_TORCH.index(k)] for k in range(4)]
-    return np.concatenate(blocks, axis=-1)
-
 
 class TorchTwin(torch.nn.Module):
+    """torch.nn.LSTM/GRU/RNN and a Linear decoder holding charrnn's weights as charrnn.export maps them."""
+
     def __init__(self, config, params):
         super().__init__()
         V, H, L, cell = config.vocab_size, config.hidden, config.layers, config.cell
         rnn_class = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
         self.rnn = rnn_class(V, H, num_layers=L, batch_first=True).double()
         self.out = torch.nn.Linear(H, V).double()
-        self.cell, self.V, self.H, self.L = cell, V, H, L
-        with torch.no_grad():
-            for layer in range(L):
-                getattr(self.rnn, f"weight_ih_l{layer}").copy_(
-                    torch.from_numpy(torch_order(cell, params[f"layer{layer}.W_x"], H))
-                )
-                getattr(self.rnn, f"weight_hh_l{layer}").copy_(
-                    torch.from_numpy(torch_order(cell, params[f"layer{layer}.W_h"], H))
-                )
-                getattr(self.rnn, f"bias_ih_l{layer}").copy_(
-                    torch.from_numpy(torch_order(cell, params[f"layer{layer}.b"][None], H)[:, 0])
-                )
-                hidden_bias = np.zeros(params[f"layer{layer}.b"].shape)
-                if cell == "gru":  # PyTorch keeps the candidate's recurrent bias inside r * (...)
-                    hidden_bias[2 * H :] = params[f"layer{layer}.b_hn"]
-                getattr(self.rnn, f"bias_hh_l{layer}").copy_(torch.from_numpy(hidden_bias))
-            self.out.weight.copy_(torch.from_numpy(params["out.W"].T.copy()))
-            self.out.bias.copy_(torch.from_numpy(params["out.b"]))
+        self.config, self.cell, self.V = config, cell, V
+        tensors = {name: torch.from_numpy(array) for name, array in torch_state_dict(config, params).items()}
+        self.rnn.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(DECODER)})
+        self.out.load_state_dict({k.removeprefix(DECODER): v for k, v in tensors.items() if k.startswith(DECODER)})
 
     def loss(self, inputs, targets, state):
         x = torch.nn.functional.one_hot(torch.from_numpy(inputs).long(), self.V).double()
@@ -65,22 +34,9 @@ class TorchTwin(torch.nn.Module):
         )
 
     def charrnn_grads(self):
-        grads = {}
-        for layer in range(self.L):
-            grads[f"layer{layer}.W_x"] = charrnn_order(
-                self.cell, getattr(self.rnn, f"weight_ih_l{layer}").grad.numpy(), self.H
-            )
-            grads[f"layer{layer}.W_h"] = charrnn_order(
-                self.cell, getattr(self.rnn, f"weight_hh_l{layer}").grad.numpy(), self.H
-            )
-            bias_ih = getattr(self.rnn, f"bias_ih_l{layer}").grad.numpy()
-            bias_hh = getattr(self.rnn, f"bias_hh_l{layer}").grad.numpy()  # only b_hn is ours alone
-            grads[f"layer{layer}.b"] = charrnn_order(self.cell, bias_ih[:, None], self.H)[0]
-            if self.cell == "gru":
-                grads[f"layer{layer}.b_hn"] = bias_hh[2 * self.H :]
-        grads["out.W"] = self.out.weight.grad.numpy().T
-        grads["out.b"] = self.out.bias.grad.numpy()
-        return grads
+        grads = {name: p.grad.numpy() for name, p in self.rnn.named_parameters()}
+        grads.update({DECODER + name: p.grad.numpy() for name, p in self.out.named_parameters()})
+        return params_from_torch(self.config, grads)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

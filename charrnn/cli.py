@@ -33,6 +33,11 @@ COMMANDS = {
         "Describe CHECKPOINT: model, vocabulary, training progress and losses.",
     ),
     "inspect": ("charrnn.commands.inspect", "inspect", "Find the cells of CHECKPOINT that follow features of a text."),
+    "serve": (
+        "charrnn.commands.serve",
+        "serve",
+        "Serve CHECKPOINT over HTTP: a page at /, and POST /v1/generate for programs (streamed or whole).",
+    ),
     "export": (
         "charrnn.commands.export",
         "export",

@@ -2,7 +2,8 @@
 
 The page's markup, style and script are real files in charrnn/page_assets/ (page.html, page.css,
 page.js), package data read through importlib.resources; page_html inlines them, with the data,
-into the one file written, so it opens from disk with no server.
+into the one file written, so it opens from disk with no server. inlined_page does the same for
+any page kept there (charrnn serve's serve.html, serve.css, serve.js).
 
 The page shows the text coloured by one cell (at first the most strongly ranked one), a picker
 for layer, cell and quantity, the model's top next-character guesses for the character under the
@@ -46,8 +47,6 @@ _LEVELS = 65535
 # importlib.resources, so they are found in a wheel, a zip or an editable checkout alike.
 ASSETS = "page_assets"
 PAGE_HTML, PAGE_CSS, PAGE_JS = "page.html", "page.css", "page.js"
-_CSS_LINK = '<link rel="stylesheet" href="page.css">'
-_JS_SCRIPT = '<script src="page.js"></script>'
 _DATA_SLOT = "__INSPECT_DATA__"
 
 
@@ -64,21 +63,28 @@ def read_asset(name):
     return (resources.files("charrnn") / ASSETS / name).read_text(encoding="utf-8")
 
 
-def _replace_once(template, slot, content):
+def _replace_once(template, slot, content, name=PAGE_HTML):
     if template.count(slot) != 1:
-        raise RuntimeError(f"{ASSETS}/{PAGE_HTML} must hold {slot!r} exactly once, not {template.count(slot)} times")
+        raise RuntimeError(f"{ASSETS}/{name} must hold {slot!r} exactly once, not {template.count(slot)} times")
     return template.replace(slot, content)
+
+
+def inlined_page(html_name, css_name, js_name):
+    """One of the pages in page_assets/ as one string: its HTML with its CSS in a <style> (in place of
+    its <link rel="stylesheet" href=css_name>) and its JS in a <script> (in place of <script src=js_name>)."""
+    css, js = read_asset(css_name), read_asset(js_name)
+    for text, end in ((css, "</style"), (js, "</script")):
+        if end in text.lower():
+            raise RuntimeError(f"a page asset contains {end!r}, which would end its inline element early")
+    html = read_asset(html_name)
+    html = _replace_once(html, f'<link rel="stylesheet" href="{css_name}">', f"<style>\n{css}</style>", html_name)
+    return _replace_once(html, f'<script src="{js_name}"></script>', f"<script>\n{js}</script>", html_name)
 
 
 def page_html(data_json):
     """The whole page as one string: page.html with page.css in a <style>, page.js in a <script> and
     data_json (from script_safe_json) in the data <script>; nothing left to fetch."""
-    css, js = read_asset(PAGE_CSS), read_asset(PAGE_JS)
-    for text, end in ((css, "</style"), (js, "</script")):
-        if end in text.lower():
-            raise RuntimeError(f"a page asset contains {end!r}, which would end its inline element early")
-    html = _replace_once(read_asset(PAGE_HTML), _CSS_LINK, f"<style>\n{css}</style>")
-    html = _replace_once(html, _JS_SCRIPT, f"<script>\n{js}</script>")
+    html = inlined_page(PAGE_HTML, PAGE_CSS, PAGE_JS)
     # The data goes in last, so nothing in it is ever taken for a slot.
     return _replace_once(html, _DATA_SLOT, data_json)
 

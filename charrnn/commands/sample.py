@@ -17,7 +17,7 @@ def _note(message):
     click.echo(f"charrnn: note: {message}", err=True)
 
 
-def _start_probs(meta, vocab_size):
+def start_probabilities(meta, vocab_size):
     """Character frequencies for starting without a prime, if the checkpoint records usable ones."""
     unigram = meta.get("unigram")
     if unigram is None:
@@ -141,7 +141,7 @@ def sample(
     if output is not None and Path(output).is_file() and Path(output).samefile(source):
         raise CharrnnError(f"--output {output} is the checkpoint being sampled; write the text to another file")
     model, vocab, meta = load_model(source)
-    start_probs = _start_probs(meta, len(vocab))
+    start_probs = start_probabilities(meta, len(vocab))
     # Everything that can be refused (the prime above all) is checked before --output is opened,
     # so a refused command leaves an existing output file as it was.
     if beam is not None:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn import __version__
+from charrnn.cells import CELLS
 from charrnn.checkpoint import atomic_write
 from charrnn.errors import CharrnnError
 from charrnn.kernels import GATE_BLOCKS, GATE_NAMES, GRU, LSTM, RNN
@@ -139,15 +140,20 @@ _TORCH_LAYERS = {
 }
 
 
-def check_exportable(cell, fmt):
-    """Refuses, in one line, a cell type that `fmt` ("onnx", "safetensors") has no conversion for."""
+def exportable_cells(fmt):
+    """The cell types `fmt` ("onnx" or "safetensors") has a conversion for."""
     if fmt not in FORMATS:
         raise CharrnnError(f"unknown export format {fmt!r}; choose {' or '.join(FORMATS)}")
-    table = _ONNX_STEPS if fmt == "onnx" else _TORCH_LAYERS
-    if cell not in table:
+    return tuple(_ONNX_STEPS if fmt == "onnx" else _TORCH_LAYERS)
+
+
+def check_exportable(cell, fmt):
+    """Refuses, in one line, a cell type that `fmt` has no conversion for."""
+    supported = exportable_cells(fmt)
+    if cell not in supported:
         raise CharrnnError(
             f"exporting {cell} models to {FORMAT_NAMES[fmt]} is not supported yet "
-            f"(supported: {', '.join(table)}); charrnn sample and eval run them"
+            f"(supported: {', '.join(supported)}); charrnn sample and eval run them"
         )
 
 
@@ -248,8 +254,8 @@ _ONNX_STEPS = {LSTM: _lstm_step, GRU: _gru_step, RNN: _rnn_step}
 
 
 def onnx_state_names(config):
-    """The graph's state inputs in order: h_l0, c_l0, h_l1, ... (c only for lstm)."""
-    kinds = ("h", "c") if config.cell == LSTM else ("h",)
+    """The graph's state inputs in order: h_l0, c_l0, h_l1, ... (c only for cells with a memory, lstm)."""
+    kinds = ("h", "c") if CELLS[config.cell].has_memory else ("h",)
     return [f"{kind}_l{layer}" for layer in range(config.layers) for kind in kinds]
 
 

@@ -37,6 +37,7 @@ from charrnn.kernels.lnlstm import (
     lnlstm_forward,
 )
 from charrnn.kernels.recurrent import gru_backward, gru_forward, lstm_backward, lstm_forward, rnn_backward, rnn_forward
+from charrnn.kernels.sampling import GRU_CODE, LNLSTM_CODE, LSTM_CODE, RNN_CODE
 
 FORGET_BIAS = 1.0  # char-rnn starts LSTMs remembering
 
@@ -236,7 +237,7 @@ def _lnlstm_backward(ws, layer, params, grads, state, dh0, dc0, dh_last, dc_last
 CELLS = {
     LSTM: Cell(
         LSTM,
-        code=0,
+        code=LSTM_CODE,
         summary="long short-term memory (char-rnn's default)",
         forward=_lstm_forward,
         backward=_lstm_backward,
@@ -244,17 +245,17 @@ CELLS = {
     ),
     GRU: Cell(
         GRU,
-        code=1,
+        code=GRU_CODE,
         summary="gated recurrent unit, PyTorch's form",
         forward=_gru_forward,
         backward=_gru_backward,
         extra={"b_hn": "H"},
         separate_dgates_h=True,
     ),
-    RNN: Cell(RNN, code=2, summary="tanh RNN", forward=_rnn_forward, backward=_rnn_backward),
+    RNN: Cell(RNN, code=RNN_CODE, summary="tanh RNN", forward=_rnn_forward, backward=_rnn_backward),
     LNLSTM: Cell(
         LNLSTM,
-        code=3,
+        code=LNLSTM_CODE,
         summary="layer-normalised LSTM (Ba, Kiros and Hinton 2016)",
         forward=_lnlstm_forward,
         backward=_lnlstm_backward,

@@ -2,8 +2,10 @@
 
 An activations dict maps names to arrays over the T recorded characters:
     "char_ids" (T,) int64                      the input characters
-    "h" (T, L, H); LSTM also "c" and "tanh_c"  hidden (and cell) state after each character
-    one (T, L, H) array per gate               LSTM i f o g, GRU r z n, RNN none
+    "h" (T, L, H); cells with a memory (LSTM, LN-LSTM) also "c" and "tanh_c", what h reads of it
+                                               (tanh(c); the LN-LSTM's tanh(LN(c))), after each character
+    one (T, L, H) array per gate               LSTM, LN-LSTM i f o g, GRU r z n, RNN none
+Which a cell type has is its entry's `quantities` in the cell table (charrnn.cells).
     "logits" (T, V); "top_ids", "top_probs" (T, k)   next-character guesses, most likely first
 The (T, L, H) arrays are the "quantities" a cell can be inspected by.
 """
@@ -15,10 +17,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from charrnn.cells import CELLS
 from charrnn.checkpoint import atomic_write
 from charrnn.data import terminal_safe
 from charrnn.errors import CharrnnError
-from charrnn.kernels import GATE_BLOCKS, GATE_NAMES, LSTM, RNN
 
 SIGMOID_GATES = ("i", "f", "o", "r", "z")
 QUANTITY_ORDER = ("h", "c", "tanh_c", "i", "f", "o", "g", "r", "z", "n")
@@ -74,9 +76,9 @@ def top_predictions(logits, k=TOP_K):
 
 def record_activations(model, char_ids, top_k=TOP_K):
     """Run model.record over char_ids and split its output into named quantities."""
-    cell = model.config.cell
-    if cell not in GATE_NAMES:
-        raise ValueError(f"unknown cell type {cell!r}")
+    cell = CELLS.get(model.config.cell)
+    if cell is None:
+        raise ValueError(f"unknown cell type {model.config.cell!r}")
     char_ids = np.asarray(char_ids, dtype=np.int64)
     recorded = model.record(char_ids)
     h = np.asarray(recorded["h"])
@@ -84,17 +86,15 @@ def record_activations(model, char_ids, top_k=TOP_K):
     if steps != len(char_ids):
         raise ValueError(f"model.record returned {steps} steps for {len(char_ids)} characters")
     activations = {"char_ids": char_ids, "h": h}
-    if cell == LSTM:
-        c = np.asarray(recorded["c"])
-        activations["c"] = c
-        activations["tanh_c"] = np.tanh(c)
+    if cell.has_memory:
+        activations["c"] = np.asarray(recorded["c"])
+        activations["tanh_c"] = np.asarray(recorded["tanh_c"])
     gates = np.asarray(recorded["gates"])
-    if gates.shape != (steps, layers, GATE_BLOCKS[cell] * hidden):
-        raise ValueError(f"gates have shape {gates.shape}, expected {(steps, layers, GATE_BLOCKS[cell] * hidden)}")
-    # The plain RNN's single block is h itself, so it is not a quantity of its own.
-    gate_names = () if cell == RNN else GATE_NAMES[cell]
-    for k, name in enumerate(gate_names):
-        activations[name] = np.ascontiguousarray(gates[:, :, k * hidden : (k + 1) * hidden])
+    if gates.shape != (steps, layers, cell.gate_blocks * hidden):
+        raise ValueError(f"gates have shape {gates.shape}, expected {(steps, layers, cell.gate_blocks * hidden)}")
+    for k, name in enumerate(cell.gate_names):
+        if name in cell.quantities:
+            activations[name] = np.ascontiguousarray(gates[:, :, k * hidden : (k + 1) * hidden])
     logits = np.asarray(recorded["logits"])
     activations["logits"] = logits
     activations["top_ids"], activations["top_probs"] = top_predictions(logits, top_k)
@@ -103,9 +103,7 @@ def record_activations(model, char_ids, top_k=TOP_K):
 
 def cell_quantities(cell_type):
     """The quantities record_activations produces for a cell type, known before running a model."""
-    memory = ("c", "tanh_c") if cell_type == LSTM else ()
-    gates = () if cell_type == RNN else GATE_NAMES[cell_type]
-    return [name for name in QUANTITY_ORDER if name == "h" or name in memory or name in gates]
+    return [name for name in QUANTITY_ORDER if name in CELLS[cell_type].quantities]
 
 
 def quantities(activations):

@@ -193,7 +193,7 @@ class Model:
         self.plan = plan if plan is not None else Plan("batch", thread_budget())
         if self.plan.split == "units" and not self.cell.splits_units:
             raise CharrnnError(
-                f"a {config.cell} model cannot share its units between threads (each step needs all of them); "
+                f"{config.cell} models cannot share their units between threads (each step needs all of them); "
                 "use the batch split (--plan batch or auto)"
             )
         # Cells that add b inside their time loop (charrnn.cells) read the input projection without it.

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from charrnn.cells import CELLS
 from charrnn.checkpoint import atomic_write
 from charrnn.errors import CharrnnError
 from charrnn.machine import blas_info, cpu_model
@@ -56,7 +57,9 @@ def shape_key(config, batch: int, steps: int, dtype) -> str:
 
 def candidates(config, batch: int, threads: int) -> list[Plan]:
     """The plans worth timing: those that would really use more than one thread."""
-    plans = [Plan("batch", threads), Plan("units", threads)]
+    plans = [Plan("batch", threads)]
+    if CELLS[config.cell].splits_units:
+        plans.append(Plan("units", threads))
     useful = [plan for plan in plans if plan.parts(batch, config.hidden) > 1]
     return useful or [Plan("batch", threads)]
 

@@ -16,15 +16,16 @@ from __future__ import annotations
 import codecs
 import math
 import time
+from collections import namedtuple
 from collections.abc import Callable, Iterator
 from functools import partial
 
 import numpy as np
 
+from charrnn.cells import CELLS, input_shift
 from charrnn.data import BYTES, known_text
 from charrnn.errors import CharrnnError
-from charrnn.kernels import GRU
-from charrnn.kernels.sampling import CELL_CODES, pack_unit_columns, sample_chunk, sample_units, sampling_distribution
+from charrnn.kernels.sampling import pack_unit_columns, sample_chunk, sample_units, sampling_distribution
 from charrnn.kernels.sync import ARRIVAL_STRIDE
 from charrnn.parallel import run_parts, usable_cores
 
@@ -40,6 +41,45 @@ SPLIT_UNITS_MIN_HIDDEN = 128
 PROBE_EVERY = 8
 PROBE_MIN_STEPS = 32  # shorter calls are timed, but do not count
 _thread_timings = {}  # (cell, L, H, dtype): {"calls": n, "rates": {threads: characters per second}}
+
+# What the compiled loops (charrnn.kernels.sampling) read, by name. Per-layer fields are tuples of
+# arrays; fields a cell does not have are empty arrays. The LN-LSTM's shift_x is its bias_x plus b
+# (its b is then zero: it is added after the input's normalisation, not before).
+Net = namedtuple("Net", "cell W_x W_h b b_hn gain_x shift_x gain_h shift_h gain_c shift_c out_W out_b")
+Controls = namedtuple("Controls", "temperature top_k top_p greedy")
+StepWork = namedtuple("StepWork", "ids gates h_seq c_seq aux_seq x_hat r_hat c_hat rstd weights order scratch")
+UnitWork = namedtuple("UnitWork", "pre rec c_part aux logits weights order scratch")
+
+
+def compiled_net(model):
+    """The model's weights as the sampling loop reads them."""
+    cfg, p, dtype = model.config, model.params, model.dtype
+    cell, L = CELLS[cfg.cell], cfg.layers
+    empty = np.zeros(0, dtype)
+
+    def each(name, fallback=empty):
+        return tuple(p.get(f"layer{layer}.{name}", fallback) for layer in range(L))
+
+    if cell.input_bias:
+        biases, shift_x = each("b"), each("shift_x")
+    else:
+        biases = tuple(np.zeros(cfg.gate_width, dtype) for _ in range(L))
+        shift_x = tuple(input_shift(p, layer) for layer in range(L))
+    return Net(
+        cell.code,
+        each("W_x"),
+        each("W_h"),
+        biases,
+        each("b_hn", np.zeros(cfg.hidden, dtype)),
+        each("gain_x"),
+        shift_x,
+        each("gain_h"),
+        each("bias_h"),
+        each("gain_c"),
+        each("bias_c"),
+        p["out.W"],
+        p["out.b"],
+    )
 
 
 def check_controls(temperature: float, top_k: int, top_p: float) -> None:
@@ -119,36 +159,34 @@ class Sampler:
             raise CharrnnError(f"the number of samples must be at least 1, got {streams}")
         if threads is not None and threads < 1:
             raise CharrnnError(f"threads must be at least 1, got {threads}")
-        cfg, p, dtype = model.config, model.params, model.dtype
+        cfg, dtype = model.config, model.dtype
         L, H, GH, V, B = cfg.layers, cfg.hidden, cfg.gate_width, cfg.vocab_size, streams
         self.model, self.streams = model, streams
-        self.controls = (float(temperature), int(top_k), float(top_p), bool(argmax))
-        no_b_hn = np.zeros(H, dtype)
-        self._weights = (
-            CELL_CODES[cfg.cell],
-            tuple(p[f"layer{layer}.W_x"] for layer in range(L)),
-            tuple(p[f"layer{layer}.W_h"] for layer in range(L)),
-            tuple(p[f"layer{layer}.b"] for layer in range(L)),
-            tuple(p[f"layer{layer}.b_hn"] if cfg.cell == GRU else no_b_hn for layer in range(L)),
-            p["out.W"],
-            p["out.b"],
-        )
+        self.controls = Controls(float(temperature), int(top_k), float(top_p), bool(argmax))
+        cell = CELLS[cfg.cell]
+        self._net = compiled_net(model)
         self.h = np.zeros((L, B, H), dtype)
         self.c = np.zeros((L, B, H), dtype)
         self.logits = np.zeros((B, V), dtype)
-        self._work = (
-            np.zeros((B, 1), np.int64),
-            np.empty((1, B, GH), dtype),
-            np.empty((1, B, H), dtype),
-            np.zeros((1, B, H), dtype),
-            np.empty((1, B, H), dtype),
-            np.empty(V, np.float64),
-            np.empty(V, np.int64),
-            np.empty(V, np.int64),
+        normalised = 1 if cell.work else 0  # the LN-LSTM's normalised rows; nothing for other cells
+        self._work = StepWork(
+            ids=np.zeros((B, 1), np.int64),
+            gates=np.empty((1, B, GH), dtype),
+            h_seq=np.empty((1, B, H), dtype),
+            c_seq=np.zeros((1, B, H), dtype),
+            aux_seq=np.empty((1, B, H), dtype),
+            x_hat=np.empty((1, B, GH * normalised), dtype),
+            r_hat=np.empty((1, B, GH * normalised), dtype),
+            c_hat=np.empty((1, B, H * normalised), dtype),
+            rstd=np.empty((1, B, 3), dtype),
+            weights=np.empty(V, np.float64),
+            order=np.empty(V, np.int64),
+            scratch=np.empty(V, np.int64),
         )
-        # One stream runs the unit-split loop (see charrnn.kernels.sampling) on `workers` threads.
+        # One stream runs the unit-split loop (see charrnn.kernels.sampling) on `workers` threads,
+        # if its cell can share its units; else the batched loop with one stream.
         self.workers = 0
-        if streams == 1:
+        if streams == 1 and cell.splits_units:
             self.workers = min(H, threads or (min(2, usable_cores()) if H >= SPLIT_UNITS_MIN_HIDDEN else 1))
             self._unit_work = self._unit_work_arrays(L, H, cfg.gate_width // H, V, dtype)
         self._adaptive = threads is None and self.workers > 1
@@ -167,9 +205,16 @@ class Sampler:
             "arrivals": np.zeros(workers * ARRIVAL_STRIDE, np.int64),
             "h_pair": np.zeros((2, L, H), dtype),
             "c": np.zeros((L, H), dtype),
-            "arrays": (rows(G * H), rows(G * H), rows(H), rows(H)),
-            "logits": rows(V),
-            "sampling": (rows(V, np.float64), rows(V, np.int64), rows(V, np.int64)),
+            "arrays": UnitWork(
+                pre=rows(G * H),
+                rec=rows(G * H),
+                c_part=rows(H),
+                aux=rows(H),
+                logits=rows(V),
+                weights=rows(V, np.float64),
+                order=rows(V, np.int64),
+                scratch=rows(V, np.int64),
+            ),
             "packs": {},  # thread count: each layer's W_x, W_h and bias, packed per thread
         }
 
@@ -177,7 +222,7 @@ class Sampler:
         """Each layer's W_x, W_h, bias with the columns of each thread's units together (one thread: as they are)."""
         packs = self._unit_work["packs"]
         if workers not in packs:
-            _, W_xs, W_hs, biases, _, _, _ = self._weights
+            net = self._net
             H = self.h.shape[2]
 
             def pack(W):
@@ -187,10 +232,10 @@ class Sampler:
                 pack_unit_columns(packed, W, workers, H)
                 return packed
 
-            packs[workers] = (
-                tuple(pack(W) for W in W_xs),
-                tuple(pack(W) for W in W_hs),
-                tuple(pack(b.reshape(1, -1))[:, 0] for b in biases),
+            packs[workers] = net._replace(
+                W_x=tuple(pack(W) for W in net.W_x),
+                W_h=tuple(pack(W) for W in net.W_h),
+                b=tuple(pack(b.reshape(1, -1))[:, 0] for b in net.b),
             )
         return packs[workers]
 
@@ -205,9 +250,8 @@ class Sampler:
 
         With argmax the uniforms are not needed (and ignored).
         """
-        temperature, top_k, top_p, greedy = self.controls
         if uniforms is None:
-            if not greedy:
+            if not self.controls.greedy:
                 raise CharrnnError("sampling needs uniforms unless argmax is on")
             uniforms = np.zeros((steps, self.streams))
         uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
@@ -217,26 +261,7 @@ class Sampler:
         if self.workers:
             self._sample_units(out, uniforms)
             return out
-        cell, W_xs, W_hs, biases, b_hns, out_W, out_b = self._weights
-        sample_chunk(
-            out,
-            uniforms,
-            self.logits,
-            self.h,
-            self.c,
-            cell,
-            W_xs,
-            W_hs,
-            biases,
-            b_hns,
-            out_W,
-            out_b,
-            temperature,
-            top_k,
-            top_p,
-            greedy,
-            *self._work,
-        )
+        sample_chunk(out, uniforms, self.logits, self.h, self.c, self._net, self.controls, self._work)
         return out
 
     def _threads_for_next_call(self):
@@ -262,28 +287,22 @@ class Sampler:
         work["arrivals"][:] = 0
         work["h_pair"][0] = self.h[:, 0]
         work["c"][...] = self.c[:, 0]
-        work["logits"][:, : self.logits.shape[1]] = self.logits[0]
-        cell, _, _, _, b_hns, out_W, out_b = self._weights
+        arrays = work["arrays"]
+        arrays.logits[:, : self.logits.shape[1]] = self.logits[0]
         shared = (
             work["arrivals"],
             out,
             uniforms,
             work["h_pair"],
             work["c"],
-            cell,
-            *self._packs(workers),
-            b_hns,
-            out_W,
-            out_b,
-            *self.controls,
-            *work["arrays"],
-            work["logits"],
-            *work["sampling"],
+            self._packs(workers),
+            self.controls,
+            arrays,
         )
         run_parts([partial(sample_units, worker, workers, *shared) for worker in range(workers)])
         self.h[:, 0] = work["h_pair"][len(out) % 2]
         self.c[:, 0] = work["c"]
-        self.logits[0] = work["logits"][0, : self.logits.shape[1]]
+        self.logits[0] = arrays.logits[0, : self.logits.shape[1]]
 
     def next_distribution(self, stream: int = 0) -> np.ndarray:
         """The distribution (V,) float64 the next character of `stream` is drawn from."""
@@ -294,7 +313,7 @@ class Sampler:
             probs[:] = 0.0
             probs[int(np.argmax(row))] = 1.0
             return probs
-        sampling_distribution(probs, row, temperature, top_k, top_p, self._work[6], self._work[7])
+        sampling_distribution(probs, row, temperature, top_k, top_p, self._work.order, self._work.scratch)
         return probs
 
 

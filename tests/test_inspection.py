@@ -24,7 +24,7 @@ from charrnn.inspection import (
     write_output,
 )
 
-BLOCKS = {"lstm": 4, "gru": 3, "rnn": 1}
+BLOCKS = {"lstm": 4, "gru": 3, "rnn": 1, "lnlstm": 4}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -40,9 +40,11 @@ class FakeModel:
         rng = np.random.default_rng(1)
         time = np.arange(T)[:, None, None] / 1000
         gates = np.concatenate([np.full((T, L, H), k / 10) + time for k in range(G)], axis=2)
+        c = rng.normal(0, 2, (T, L, H)).astype(np.float32)
         return {
             "h": rng.uniform(-1, 1, (T, L, H)).astype(np.float32),
-            "c": rng.normal(0, 2, (T, L, H)).astype(np.float32),
+            "c": c,
+            "tanh_c": np.tanh(c),  # as the LSTM's record gives it (the LN-LSTM's is tanh(LN(c)))
             "gates": gates.astype(np.float32),
             "logits": rng.normal(0, 3, (T, V)),
         }
@@ -209,9 +211,22 @@ def test_busiest_window_finds_where_the_features_change():
     assert 193 <= busiest_window([quote_feature(text), alternating], 20) <= 202  # all four quote changes
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "lnlstm"])
 def test_cell_quantities_are_known_before_recording(cell):
     assert cell_quantities(cell) == quantities(record_activations(FakeModel(cell), np.arange(3)))
+
+
+def test_a_layer_normalised_lstm_records_what_its_h_reads():
+    """tanh_c of an LN-LSTM is tanh(LN(c)), and h = o * tanh_c, as the cell computes them."""
+    from charrnn.model import Model, ModelConfig
+
+    model = Model(ModelConfig("lnlstm", vocab_size=7, hidden=8, layers=2), seed=3)
+    activations = record_activations(model, np.array([1, 2, 3, 4, 5, 6]))
+    assert quantities(activations) == ["h", "c", "tanh_c", "i", "f", "o", "g"]
+    c = activations["c"].astype(np.float64)
+    normalised = (c - c.mean(axis=-1, keepdims=True)) / np.sqrt(c.var(axis=-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(activations["tanh_c"], np.tanh(normalised), rtol=1e-5, atol=1e-6)  # gains 1, biases 0
+    np.testing.assert_allclose(activations["h"], activations["o"] * activations["tanh_c"], rtol=1e-6, atol=1e-7)
 
 
 def test_busiest_window_weights_features():

@@ -321,7 +321,7 @@ def test_recorded_gates_are_in_the_natural_order_under_every_plan(cell, monkeypa
 @pytest.mark.parametrize("cell", [cell for cell in CELLS if cell not in UNIT_CELLS])
 def test_cells_that_need_every_unit_refuse_the_units_split(cell):
     config = ModelConfig(cell, vocab_size=5, hidden=64, layers=1)
-    with pytest.raises(CharrnnError, match="cannot share its units between threads.*batch split"):
+    with pytest.raises(CharrnnError, match="cannot share their units between threads.*batch split"):
         Model(config, plan=Plan("units", 2))
     model = Model(config, plan=Plan("batch", 2))
     assert model.plan.split == "batch"

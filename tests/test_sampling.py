@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
+from charrnn.cells import CELLS
 from charrnn.data import Vocab
 from charrnn.errors import CharrnnError
 from charrnn.kernels.sampling import draw, sort_descending
@@ -67,7 +68,7 @@ def sampler_after(model, vocab, prime, streams=1, **controls):
 
 # ----------------------------------------------------------------------------------- the loop
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", list(CELLS))
 def test_argmax_equals_repeated_model_step(cell, threads):
     model, vocab = trained_model(cell, steps=10)
     ids = sampler_after(model, vocab, "the ", argmax=True, threads=threads).sample(30)[:, 0]
@@ -80,7 +81,7 @@ def test_argmax_equals_repeated_model_step(cell, threads):
 
 
 @pytest.mark.parametrize("streams", [1, 2])
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "lnlstm"])
 def test_sampled_path_follows_model_step_states(cell, streams):
     """Whatever ids the loop samples, its logits after them are Model.step's logits after them
     (one stream runs the unit-split loop, two the batched one)."""
@@ -154,7 +155,7 @@ def test_keeping_one_candidate_is_argmax(lstm, controls):
     assert np.array_equal(sampler_after(model, vocab, "the ", **controls).sample(40, uniforms), greedy)
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", [name for name, cell in CELLS.items() if cell.splits_units])
 def test_one_stream_split_across_threads_equals_the_batched_loop(cell):
     """The unit-split loop on 1-3 threads, called in odd-sized chunks, samples what the batched
     loop samples and ends in the same state."""
@@ -329,6 +330,16 @@ def test_beam_width_one_is_greedy(lstm):
     model, vocab = lstm
     greedy = generate_text(model, vocab, 25, prime="the ", argmax=True)[0]
     assert beam_search(model, vocab, "the ", 25, 1) == greedy
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_beam_search_works_on_every_cell(cell):
+    model, vocab = trained_model(cell, steps=5)
+    greedy = generate_text(model, vocab, 15, prime="the ", argmax=True)[0]
+    assert beam_search(model, vocab, "the ", 15, 1) == greedy
+    prime = encode_prime(vocab, "the ")
+    ids, score = beam_search_ids(model, prime, 10, 4)
+    assert score == pytest.approx(sequence_log_prob(model, prime, ids), abs=1e-4)
 
 
 def test_wider_beam_is_at_least_as_likely_as_greedy(lstm):

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from charrnn.cells import CELLS
 from charrnn.checkpoint import resolve_checkpoint
 from charrnn.data import BYTES, known_text, read_text_file
 from charrnn.errors import CharrnnError
@@ -28,7 +29,6 @@ from charrnn.inspection import (
     select_cells,
     strongest_cells,
 )
-from charrnn.kernels import LSTM
 from charrnn.page import page_char_count, write_index_html
 from charrnn.plots import plot_cell_heatmap, plot_gate_saturation
 from charrnn.saved import load_model, load_split_ids
@@ -105,7 +105,7 @@ def _parse_cell(ctx, param, value):
     "--quantity",
     type=click.Choice(QUANTITY_ORDER),
     help="with --cell, the value shown [default: h]; without, rank only this value "
-    "[default: h and c for LSTM, h otherwise]",
+    "[default: h and c for cells with a memory (LSTM, LN-LSTM), h otherwise]",
 )
 @click.option("--color/--no-color", default=None, help="colour the --cell view [default: when stdout is a terminal]")
 def inspect(checkpoint, text_arg, text_file, max_chars, drop_unknown, patterns, top, out, cell_spec, quantity, color):
@@ -225,7 +225,7 @@ def _check_quantity_name(quantity, cell_type):
 
 
 def _ranked_quantities(cell_type):
-    return ["h", "c"] if cell_type == LSTM else ["h"]
+    return ["h", "c"] if CELLS[cell_type].has_memory else ["h"]
 
 
 def _default_out(checkpoint):

@@ -1,8 +1,11 @@
 """Sampling loop: B streams generate N characters in one compiled call, no Python per character.
 
-Each step reuses the training cells (lstm_forward, gru_forward, rnn_forward) on a T=1 window, so
-sampling computes exactly what training does. Per-layer weights arrive as tuples (a numba UniTuple:
-layer 0's W_x (V, GH) and upper layers' (H, GH) share one array type) and the cell as an int code.
+Each step reuses the training cells (lstm_forward, gru_forward, rnn_forward, lnlstm_forward) on a
+T=1 window, so sampling computes exactly what training does. The kernels take named structures
+(namedtuples, built in charrnn.sampling, which Numba compiles to plain fields): `net`, the weights,
+each per-layer field a tuple (a numba UniTuple: layer 0's W_x (V, GH) and upper layers' (H, GH)
+share one array type), with the cell's code (charrnn.cells) in net.cell; `work`, the work arrays;
+`controls`, temperature, top_k, top_p and greedy.
 The state is h, c: (L, B, H), updated in place; `logits` (B, V) always holds the prediction for
 the next character, so consecutive calls continue exactly where the previous one stopped.
 
@@ -23,39 +26,63 @@ import math
 import numpy as np
 
 from charrnn.jit import njit
-from charrnn.kernels import GRU, LSTM, RNN
 from charrnn.kernels.layers import add_bias, embedding_forward
+from charrnn.kernels.lnlstm import layer_norm_forward, lnlstm_forward
 from charrnn.kernels.recurrent import gru_cell, gru_forward, lstm_cell, lstm_forward, rnn_cell, rnn_forward
 from charrnn.kernels.sync import arrive_and_wait
 
-LSTM_CODE, GRU_CODE, RNN_CODE = 0, 1, 2
-CELL_CODES = {LSTM: LSTM_CODE, GRU: GRU_CODE, RNN: RNN_CODE}
+# The codes charrnn.cells gives each cell type, which these loops dispatch on.
+LSTM_CODE, GRU_CODE, RNN_CODE, LNLSTM_CODE = 0, 1, 2, 3
 
 
 @njit
-def advance(ids, h, c, logits, cell, W_xs, W_hs, biases, b_hns, out_W, out_b, gates, h_seq, c_seq, aux_seq):
+def advance(ids, h, c, logits, net, work):
     """Reads ids (B, 1) into the state h, c (L, B, H) and writes the next logits (B, V).
 
-    gates (1, B, GH) and h_seq, c_seq, aux_seq (1, B, H) are work arrays.
+    work: gates (1, B, GH), h_seq, c_seq, aux_seq (1, B, H); for the LN-LSTM also x_hat, r_hat
+    (1, B, GH), c_hat (1, B, H), rstd (1, B, 3) (empty for other cells).
     """
     L, H = h.shape[0], h.shape[2]
     one_thread = np.zeros(1, np.int64)  # no other thread to meet
+    gates, h_seq, c_seq, aux_seq = work.gates, work.h_seq, work.c_seq, work.aux_seq
     for layer in range(L):
         if layer == 0:
-            embedding_forward(gates, W_xs[0], biases[0], ids)
+            embedding_forward(gates, net.W_x[0], net.b[0], ids)
         else:
-            np.dot(h[layer - 1], W_xs[layer], gates[0])
-            add_bias(gates[0], biases[layer])
-        if cell == LSTM_CODE:
-            lstm_forward(h_seq, c_seq, aux_seq, gates, W_hs[layer], h[layer], c[layer], 0, 0, H, 0, 1, one_thread)
+            np.dot(h[layer - 1], net.W_x[layer], gates[0])
+            add_bias(gates[0], net.b[layer])
+        W_h = net.W_h[layer]
+        if net.cell == LSTM_CODE:
+            lstm_forward(h_seq, c_seq, aux_seq, gates, W_h, h[layer], c[layer], 0, 0, H, 0, 1, one_thread)
             c[layer, :, :] = c_seq[0]
-        elif cell == GRU_CODE:
-            gru_forward(h_seq, aux_seq, gates, W_hs[layer], b_hns[layer], h[layer], 0, 0, H, 0, 1, one_thread)
+        elif net.cell == GRU_CODE:
+            gru_forward(h_seq, aux_seq, gates, W_h, net.b_hn[layer], h[layer], 0, 0, H, 0, 1, one_thread)
+        elif net.cell == LNLSTM_CODE:
+            rows = gates[0]
+            layer_norm_forward(rows, work.x_hat[0], work.rstd[0, :, 0], rows, net.gain_x[layer], net.shift_x[layer])
+            lnlstm_forward(
+                h_seq,
+                c_seq,
+                aux_seq,
+                gates,
+                work.r_hat,
+                work.c_hat,
+                work.rstd,
+                W_h,
+                net.gain_h[layer],
+                net.shift_h[layer],
+                net.gain_c[layer],
+                net.shift_c[layer],
+                h[layer],
+                c[layer],
+                0,
+            )
+            c[layer, :, :] = c_seq[0]
         else:
-            rnn_forward(h_seq, gates, W_hs[layer], h[layer], 0, 0, H, 0, 1, one_thread)
+            rnn_forward(h_seq, gates, W_h, h[layer], 0, 0, H, 0, 1, one_thread)
         h[layer, :, :] = h_seq[0]
-    np.dot(h[L - 1], out_W, logits)
-    add_bias(logits, out_b)
+    np.dot(h[L - 1], net.out_W, logits)
+    add_bias(logits, net.out_b)
 
 
 @njit
@@ -178,47 +205,26 @@ def sampling_distribution(probs, logits_row, temperature, top_k, top_p, order, s
 
 
 @njit
-def sample_chunk(
-    out_ids,
-    uniforms,
-    logits,
-    h,
-    c,
-    cell,
-    W_xs,
-    W_hs,
-    biases,
-    b_hns,
-    out_W,
-    out_b,
-    temperature,
-    top_k,
-    top_p,
-    greedy,
-    ids,
-    gates,
-    h_seq,
-    c_seq,
-    aux_seq,
-    weights,
-    order,
-    scratch,
-):
+def sample_chunk(out_ids, uniforms, logits, h, c, net, controls, work):
     """Samples out_ids (N, B): each step picks from `logits`, then reads the picks to refresh them.
 
-    greedy takes the argmax and ignores `uniforms`. ids (B, 1) int64, weights (V,) float64,
-    order and scratch (V,) int64 are work arrays; the rest is as in `advance`.
+    controls.greedy takes the argmax and ignores `uniforms`. work holds, besides advance's arrays,
+    ids (B, 1) int64, weights (V,) float64, order and scratch (V,) int64.
     """
     N, B = out_ids.shape
+    temperature, top_k, top_p = controls.temperature, controls.top_k, controls.top_p
+    ids = work.ids
     for n in range(N):
         for b in range(B):
-            if greedy:
+            if controls.greedy:
                 choice = argmax_row(logits[b])
             else:
-                choice = draw(logits[b], uniforms[n, b], temperature, top_k, top_p, weights, order, scratch)
+                choice = draw(
+                    logits[b], uniforms[n, b], temperature, top_k, top_p, work.weights, work.order, work.scratch
+                )
             out_ids[n, b] = choice
             ids[b, 0] = choice
-        advance(ids, h, c, logits, cell, W_xs, W_hs, biases, b_hns, out_W, out_b, gates, h_seq, c_seq, aux_seq)
+        advance(ids, h, c, logits, net, work)
 
 
 # --------------------------------------------------------------------------- one stream, split units
@@ -263,50 +269,28 @@ def pack_unit_columns(packed, W, workers, H):
 
 
 @njit
-def sample_units(
-    worker,
-    workers,
-    arrivals,
-    out_ids,
-    uniforms,
-    h_pair,
-    c,
-    cell,
-    W_x_packs,
-    W_h_packs,
-    bias_packs,
-    b_hns,
-    out_W,
-    out_b,
-    temperature,
-    top_k,
-    top_p,
-    greedy,
-    pre,
-    rec,
-    c_part,
-    aux,
-    logits,
-    weights,
-    order,
-    scratch,
-):
+def sample_units(worker, workers, arrivals, out_ids, uniforms, h_pair, c, net, controls, work):
     """One of `workers` threads sampling one stream's next N characters into out_ids (N, 1).
 
     The thread owns hidden units `unit_range(worker, workers, H)` of every layer, and reads only
-    their weights: W_x_packs[l][worker], W_h_packs[l][worker] and bias_packs[l][worker], laid out by
-    pack_unit_columns (the packs have a leading axis of `workers`). Shared: h_pair (2, L, H), where
+    their weights: net.W_x[l][worker], net.W_h[l][worker] and net.b[l][worker], laid out by
+    pack_unit_columns (the packs have a leading axis of `workers`); net.b_hn, out_W and out_b are
+    whole. For cells that can share their units (not the LN-LSTM). Shared: h_pair (2, L, H), where
     step n reads h_pair[n % 2] and writes h_pair[(n + 1) % 2], so no thread overwrites an h another
     may still be reading; c (L, H), of which each thread updates its own units; arrivals
-    (workers * ARRIVAL_STRIDE,) int64, zero on entry. The other arrays have a row per thread:
+    (workers * ARRIVAL_STRIDE,) int64, zero on entry. The work arrays have a row per thread:
     pre, rec (>= G*count), c_part, aux (>= count), logits (V,) holding the pending prediction on
     entry and the next one on return, weights (V,) float64, order, scratch (V,) int64.
     Only worker 0 writes out_ids. With workers == 1 this is a plain single-threaded loop.
     """
     L, H = c.shape
+    out_W, out_b, cell = net.out_W, net.out_b, net.cell
+    temperature, top_k, top_p, greedy = controls.temperature, controls.top_k, controls.top_p, controls.greedy
+    pre, rec, c_part, aux, logits = work.pre, work.rec, work.c_part, work.aux, work.logits
+    weights, order, scratch = work.weights, work.order, work.scratch
     V = out_b.shape[0]
     widest = (H + workers - 1) // workers  # the packs' last axis holds G blocks this wide
-    G = W_h_packs[0].shape[2] // widest
+    G = net.W_h[0].shape[2] // widest
     first, count = unit_range(worker, workers, H)
     last = first + count
     width = G * count
@@ -323,7 +307,7 @@ def sample_units(
             out_ids[step, 0] = choice
         h_old, h_new = h_pair[step % 2], h_pair[(step + 1) % 2]
         for layer in range(L):
-            W_x, bias = W_x_packs[layer][worker], bias_packs[layer][worker]
+            W_x, bias = net.W_x[layer][worker], net.b[layer][worker]
             if layer == 0:
                 row = W_x[choice]
                 for j in range(width):
@@ -333,7 +317,7 @@ def sample_units(
                     my_pre[j] = bias[j]
                 accumulate_rows(my_pre, h_new[layer - 1], W_x)
             my_rec[:] = 0.0
-            accumulate_rows(my_rec, h_old[layer], W_h_packs[layer][worker])
+            accumulate_rows(my_rec, h_old[layer], net.W_h[layer][worker])
             own_h = h_new[layer, first:last]
             if cell == LSTM_CODE:
                 own_c = c[layer, first:last]
@@ -341,7 +325,7 @@ def sample_units(
                 for j in range(count):
                     own_c[j] = my_c[j]
             elif cell == GRU_CODE:
-                gru_cell(my_pre, my_rec, b_hns[layer][first:last], h_old[layer, first:last], my_aux, own_h)
+                gru_cell(my_pre, my_rec, net.b_hn[layer][first:last], h_old[layer, first:last], my_aux, own_h)
             else:
                 rnn_cell(my_pre, my_rec, own_h)
             if workers > 1:

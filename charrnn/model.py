@@ -201,6 +201,11 @@ class Model:
         self._windows = {}
         self._last = None
         self._dropped_W_h = None  # per layer: W_h * mask / keep, and the scaled mask, when weight drop is on
+        # (first, total) when this process trains streams first.. of a batch of `total` shared between
+        # processes (charrnn.distributed): training windows then draw the whole batch's dropout masks and
+        # keep their rows, and scale the loss by the whole batch, so the processes' losses and gradients
+        # add up to one process's. None: the window is the whole batch.
+        self.stream_share = None
 
     def _checked_params(self, params):
         shapes = parameter_shapes(self.config)
@@ -254,7 +259,7 @@ class Model:
             self._draw_masks(window, dropout_rng)
         recurrent = self._recurrent_weights(dropout_rng if use_weight_drop else None)
         want_grad = train and targets is not None
-        scale = 1.0 / (B * T)
+        scale = 1.0 / (self._batch_total(B, train) * T)
         if window.split == "batch":
             tasks = [
                 partial(
@@ -280,7 +285,7 @@ class Model:
             final_state[1, :, rows] = ws.c_seq[:, T - 1] if self.cell.has_memory else 0.0
         loss = None
         if targets is not None:
-            loss = sum(totals) / (B * T)
+            loss = sum(totals) / (self._batch_total(B, train) * T)
             if not np.isfinite(loss):
                 raise NonFiniteLoss(f"the loss became {loss}")
         self._last = (inputs, state, window, use_dropout, want_grad, recurrent, use_weight_drop)
@@ -304,17 +309,22 @@ class Model:
             used.append(dropped)
         return used
 
+    def _batch_total(self, batch, train):
+        """Streams of the whole batch this window is part of (see stream_share)."""
+        return self.stream_share[1] if train and self.stream_share is not None else batch
+
     def _draw_masks(self, window, rng):
         """Inverted-dropout masks, drawn for the whole batch layer by layer, then cut into slices."""
         cfg = self.config
         keep = 1.0 - cfg.dropout
         T = window.parts[0].masks.shape[1]
         B = window.rows[-1].stop
+        first, total = self.stream_share or (0, B)
         for layer in range(cfg.layers):
-            uniforms = rng.random((T, B, cfg.hidden), dtype=self.dtype)
+            uniforms = rng.random((T, total, cfg.hidden), dtype=self.dtype)
             for ws, rows in zip(window.parts, window.rows):
                 mask = ws.masks[layer]
-                np.less(uniforms[:, rows], keep, out=mask)
+                np.less(uniforms[:, first + rows.start : first + rows.stop], keep, out=mask)
                 mask *= self.dtype.type(1.0 / keep)
 
     def _forward_part(self, ws, inputs, targets, state, use_dropout, want_grad, scale, recurrent):

@@ -325,3 +325,30 @@ def test_cells_that_need_every_unit_refuse_the_units_split(cell):
         Model(config, plan=Plan("units", 2))
     model = Model(config, plan=Plan("batch", 2))
     assert model.plan.split == "batch"
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_stream_shares_add_up_to_the_whole_batch(cell):
+    """Processes that each train a share of the streams (charrnn.distributed) draw the whole batch's
+    dropout masks and scale by the whole batch: their losses and gradients add up to one process's."""
+    model, inputs, targets, state = tiny_problem(cell, True, dropout=0.3, B=6, T=5, H=5, weight_drop=0.3)
+    whole = model.zeros_like_params()
+    loss, final = model.loss_and_grads(inputs, targets, state, whole, np.random.default_rng(4))
+    summed, losses, finals = model.zeros_like_params(), [], []
+    for rows in (slice(0, 2), slice(2, 6)):
+        model.stream_share = (rows.start, 6)
+        grads = model.zeros_like_params()
+        share_loss, share_final = model.loss_and_grads(
+            inputs[rows], targets[rows], state[:, :, rows], grads, np.random.default_rng(4)
+        )
+        losses.append(share_loss)
+        finals.append(share_final)
+        for name in summed:
+            summed[name] += grads[name]
+    assert abs(sum(losses) - loss) <= 1e-12 * abs(loss)
+    np.testing.assert_allclose(np.concatenate(finals, axis=2), final, rtol=1e-12, atol=1e-14)
+    for name in whole:
+        np.testing.assert_allclose(summed[name], whole[name], rtol=1e-10, atol=1e-14)
+    shared_eval = model.loss(inputs[2:], targets[2:], state[:, :, 2:])[0]  # evaluation is never a share
+    model.stream_share = None
+    assert shared_eval == model.loss(inputs[2:], targets[2:], state[:, :, 2:])[0]

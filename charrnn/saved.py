@@ -1,15 +1,21 @@
-"""What a charrnn checkpoint holds, on top of charrnn.checkpoint's file format.
+"""What a charrnn checkpoint holds, on top of charrnn.checkpoint's file format: the one schema.
 
-Arrays:  "param/<name>"  model parameters
-         "optim/<key>"   optimizer state (training checkpoints)
-         "state/train"   hidden state carried across training windows, (2, L, B, H)
-Meta:    "model" (ModelConfig dict), "vocab" (Vocab dict), "iteration", "epoch", "train_config",
-         "corpus" (path, encoding, sha256, n_chars, val_frac, test_frac), "history", "val_loss",
-         "best_val_loss", "train_seconds", "unigram" (training character frequencies, where unprimed
-         samples start), plus "loader", "rng", "optimizer", "lr_scale" (halved at each divergence) and
-         "schedule_end" (where a time-budgeted cosine ends, once measured; null otherwise) for resuming,
-         and "plan" (charrnn.plan: how its windows were cut between threads), which a loaded model
-         keeps, so resuming and evaluating compute what the run computed, to the bit on one machine.
+Arrays:  "param/<name>"  model parameters (PARAM)
+         "optim/<key>"   optimizer state (OPTIM; training checkpoints)
+         "state/train"   hidden state carried across training windows, (2, L, B, H) (CARRIED)
+Meta, about the model (save_model writes these, model_from_checkpoint reads them):
+         "model" (ModelConfig dict), "vocab" (Vocab dict), and "plan" (charrnn.plan: how its windows were
+         cut between threads), which a loaded model keeps, so resuming and evaluating compute what the
+         run computed, to the bit on one machine.
+Meta, about the run (constant over its checkpoints): "train_config" (charrnn.train_config's options),
+         "corpus" (path, encoding, sha256, n_chars, val_frac, test_frac), "unigram" (training character
+         frequencies, where unprimed samples start).
+Meta, the training state (charrnn.train_state.TrainState writes and reads these, with the optim/ and
+         state/train arrays): "iteration", "epoch", "history" (the evaluations: iter, epoch, train_loss,
+         val_loss, seconds), "val_loss" (of this checkpoint; null without validation), "best_val_loss",
+         "train_seconds", "first_loss", and for resuming "loader" (position, epoch), "rng" (the dropout
+         generator's state), "optimizer" (name, lr, settings), "lr_scale" (halved at each divergence) and
+         "schedule_end" (where a time-budgeted cosine ends, once measured; null otherwise).
 """
 
 from pathlib import Path
@@ -23,6 +29,8 @@ from charrnn.model import Model, ModelConfig
 from charrnn.plan import Plan
 
 PARAM = "param/"
+OPTIM = "optim/"
+CARRIED = "state/train"
 
 
 def save_model(path, model, vocab, meta=None, extra_arrays=None):

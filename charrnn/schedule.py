@@ -1,0 +1,72 @@
+"""Learning-rate schedules as pure functions, and the arithmetic that fits a cosine to a time budget.
+
+    step    char-rnn's: --lr, multiplied by --lr-decay at the start of each epoch from --lr-decay-after on
+    cosine  nanoGPT's get_lr: a linear warm-up over --warmup-iters, then half a cosine from --lr down to
+            --min-lr at the cosine's end, flat after it
+
+The trainer multiplies either by its lr_scale, which halves at each divergence it rolls back.
+
+A cosine with a time budget (--max-minutes) but no length (--max-iters, --lr-decay-iters) times
+iterations MEASURE_AFTER+1 .. MEASURE_AFTER+MEASURE_ITERS of its session (the first few still touch
+fresh memory and start threads, so they run slower than the rest) and one evaluation, then fixes once
+where the cosine ends (`fit_cosine_end`), so it finishes within the budget on a slow machine as on a
+fast one. That end is training state, like lr_scale: checkpoints record it and a resumed run uses it.
+"""
+
+import math
+
+MEASURE_AFTER = 5
+MEASURE_ITERS = 20
+# Share of the budget the fitted cosine leaves free, as speed drifts on a shared machine. Overrunning
+# is mild anyway: the budget then cuts the run where the cosine is within a hair of --min-lr.
+SCHEDULE_MARGIN = 0.03
+
+
+def get_lr(config, iteration, epoch, schedule_end=None):
+    """The rate of the update after `iteration` updates, its batch in epoch `epoch` (lr_scale not applied).
+
+    `schedule_end` is where a time-budgeted cosine ends once measured; a given length wins over it.
+    """
+    if config.lr_schedule == "cosine":
+        end = config.lr_decay_iters or config.max_iters or schedule_end
+        return cosine_lr(iteration, config.lr, config.min_lr, config.warmup_iters, end)
+    return step_lr(epoch, config.lr, config.lr_decay, config.lr_decay_after)
+
+
+def cosine_lr(iteration, lr, min_lr, warmup_iters, end):
+    """Warm-up, then the cosine down to min_lr at `end`. Until the end is known (None) the rate stays
+    at lr past the warm-up: the cosine is flat at its start, so the iterations spent measuring barely
+    differ from it."""
+    if iteration < warmup_iters:
+        return lr * (iteration + 1) / (warmup_iters + 1)
+    if not end:
+        return lr
+    progress = min(1.0, (iteration - warmup_iters) / (end - warmup_iters))
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+def step_lr(epoch, lr, decay, decay_after):
+    """lr decayed once for each epoch 1..`epoch` at or past `decay_after` (char-rnn's decay at each
+    epoch end). Multiplied out one epoch at a time, so each rate is the bits a running product gives."""
+    rate = lr
+    for started in range(1, epoch + 1):
+        if started >= decay_after:
+            rate *= decay
+    return rate
+
+
+def fit_cosine_end(config, iteration, seconds_used, per_iter, per_eval, iterations_to_max_epochs=None):
+    """(end, limit): the iteration where a time-budgeted cosine should reach --min-lr, and what set it.
+
+    As many iterations as the budget left (less the margin) holds at `per_iter` seconds each, with an
+    evaluation of `per_eval` seconds every --eval-every; or fewer, when --max-epochs (reached after
+    `iterations_to_max_epochs` more) comes first, since a cosine the epoch limit cut would stop mid-way.
+    The end may be at or before `iteration` or the warm-up's end: the caller decides what that means.
+    """
+    left = config.max_minutes * 60 * (1 - SCHEDULE_MARGIN) - seconds_used
+    fits = int(max(left, 0.0) // max(per_iter + per_eval / config.eval_every, 1e-9))
+    end, limit = iteration + fits, f"budget {config.max_minutes:g} min"
+    if iterations_to_max_epochs is not None and iteration + iterations_to_max_epochs < end:
+        end = iteration + iterations_to_max_epochs
+        limit = f"--max-epochs {config.max_epochs:g} comes before the {config.max_minutes:g} min budget"
+    return end, limit

@@ -9,7 +9,8 @@ from charrnn.checkpoint import list_checkpoints, load_checkpoint
 from charrnn.errors import CharrnnError
 from charrnn.model import NonFiniteLoss
 from charrnn.saved import load_model
-from charrnn.train import MAX_ROLLBACKS, TrainConfig, Trainer, run_training
+from charrnn.train import MAX_ROLLBACKS, Trainer, run_training
+from charrnn.train_config import TrainConfig
 
 
 def small_config(corpus, out, **overrides):
@@ -103,7 +104,7 @@ def test_resume_continues_bit_identically(tiny_corpus, tmp_path):
     split = tmp_path / "split"
     run_training(small_config(tiny_corpus, split, max_iters=15), log=quiet)
     trainer = Trainer(small_config(tiny_corpus, split, max_iters=30), resume_from=split, log=quiet)
-    assert trainer.iteration == 15
+    assert trainer.state.iteration == 15
     trainer.run()
     arrays_a, meta_a = load_checkpoint(straight, which="latest")
     arrays_b, meta_b = load_checkpoint(split, which="latest")
@@ -214,7 +215,8 @@ def test_a_time_budgeted_cosine_fixes_its_end_from_the_measured_speed(tiny_corpu
         f"evaluations ~1 s each; {limit})"
     ]
     assert (
-        trainer.iteration == end and reason == f"reached the cosine's end at iteration {end}, fitted to --max-minutes 1"
+        trainer.state.iteration == end
+        and reason == f"reached the cosine's end at iteration {end}, fitted to --max-minutes 1"
     )
     assert any(line.startswith(f"iter     30/{end} |") for line in lines)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -234,7 +236,7 @@ def test_a_time_budgeted_cosine_resumes_with_its_recorded_end(tiny_corpus, tmp_p
 
     def prepare(trainer, part):
         if part == "resumed":
-            assert trainer.schedule_end == 104  # from the checkpoint at iteration 35
+            assert trainer.state.schedule_end == 104  # from the checkpoint at iteration 35
             trainer.log = resumed_lines.append
             FakeClock(step=0.05).drive(trainer)  # were it measured again, this speed would move the end
         else:
@@ -255,7 +257,7 @@ def test_a_given_length_is_kept_under_a_time_budget(tiny_corpus, tmp_path):
     trainer = Trainer(config, log=lines.append)
     FakeClock().drive(trainer)
     trainer.run()
-    assert trainer.iteration == 30 and not any(line.startswith("schedule:") for line in lines)
+    assert trainer.state.iteration == 30 and not any(line.startswith("schedule:") for line in lines)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in records if not r.get("eval")] == pytest.approx([config.scheduled_lr(i) for i in range(30)])
     assert load_checkpoint(tmp_path / "run", which="latest")[1]["schedule_end"] is None
@@ -316,9 +318,9 @@ def test_divergence_rolls_back_halves_lr_and_continues(tiny_corpus, tmp_path, mo
     trainer = Trainer(small_config(tiny_corpus, tmp_path / "run", max_iters=12), log=lines.append)
     fail_once(trainer, monkeypatch, at_call=8)
     trainer.run()
-    assert trainer.iteration == 12
+    assert trainer.state.iteration == 12
     assert any("rolled back" in line for line in lines)
-    assert trainer.optimizer.lr == pytest.approx(trainer.config.lr / 2)
+    assert trainer.state.optimizer.lr == pytest.approx(trainer.config.lr / 2)
 
 
 def test_divergence_under_the_cosine_schedule_halves_the_whole_schedule(tiny_corpus, tmp_path, monkeypatch):
@@ -326,8 +328,8 @@ def test_divergence_under_the_cosine_schedule_halves_the_whole_schedule(tiny_cor
     trainer = Trainer(config, log=quiet)
     fail_once(trainer, monkeypatch, at_call=5)
     trainer.run()
-    assert trainer.iteration == 12 and trainer.lr_scale == 0.5
-    assert trainer.optimizer.lr == pytest.approx(0.5 * config.scheduled_lr(11))
+    assert trainer.state.iteration == 12 and trainer.state.lr_scale == 0.5
+    assert trainer.state.optimizer.lr == pytest.approx(0.5 * config.scheduled_lr(11))
     _, meta = load_checkpoint(tmp_path / "run", which="latest")
     assert meta["lr_scale"] == 0.5
 
@@ -361,7 +363,7 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tiny_corpus, tmp_path, monkeypatch):
     assert meta["iteration"] == 6
     assert meta["loader"]["position"] == 6 * 16  # the interrupted window is not skipped on resume
     resumed = Trainer(small_config(tiny_corpus, out, max_iters=8), resume_from=out, log=quiet)
-    assert resumed.iteration == 6
+    assert resumed.state.iteration == 6
     assert not list(out.glob("*.tmp*"))
 
 
@@ -414,7 +416,7 @@ def test_a_run_records_its_plan_and_resumes_on_it(tiny_corpus, tmp_path, monkeyp
     monkeypatch.setattr("charrnn.plan.MIN_PART_ROWS", 1)
     monkeypatch.setattr("charrnn.plan.MIN_PART_UNITS", 1)
     chosen = {"plan": Plan(split, 2)}
-    monkeypatch.setattr("charrnn.train.choose_plan", lambda *args, **kwargs: chosen["plan"])
+    monkeypatch.setattr("charrnn.train_start.choose_plan", lambda *args, **kwargs: chosen["plan"])
 
     def prepare(trainer, part):
         assert trainer.model.plan == Plan(split, 2)
@@ -428,8 +430,8 @@ def test_a_run_records_its_plan_and_resumes_on_it(tiny_corpus, tmp_path, monkeyp
 
 def test_a_forced_plan_is_used_without_timing(tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setattr("charrnn.plan.MIN_PART_UNITS", 1)
-    monkeypatch.setattr("charrnn.train.thread_budget", lambda: 2)
-    monkeypatch.setattr("charrnn.train.choose_plan", lambda *args, **kwargs: pytest.fail("timed a forced plan"))
+    monkeypatch.setattr("charrnn.train_start.thread_budget", lambda: 2)
+    monkeypatch.setattr("charrnn.train_start.choose_plan", lambda *args, **kwargs: pytest.fail("timed a forced plan"))
     lines = []
     run_training(small_config(tiny_corpus, tmp_path / "run", max_iters=3, plan="units"), log=lines.append)
     assert load_checkpoint(tmp_path / "run", which="latest")[1]["plan"]["split"] == "units"
@@ -442,9 +444,9 @@ def test_resuming_on_fewer_cores_than_the_plan_keeps_it_and_says_so(tiny_corpus,
     from charrnn.plan import Plan
 
     monkeypatch.setattr("charrnn.plan.MIN_PART_ROWS", 1)
-    monkeypatch.setattr("charrnn.train.choose_plan", lambda *args, **kwargs: Plan("batch", 2))
+    monkeypatch.setattr("charrnn.train_start.choose_plan", lambda *args, **kwargs: Plan("batch", 2))
     run_training(small_config(tiny_corpus, tmp_path / "run", max_iters=2), log=quiet)
-    monkeypatch.setattr("charrnn.train.usable_cores", lambda: 1)
+    monkeypatch.setattr("charrnn.train_start.usable_cores", lambda: 1)
     lines = []
     trainer = Trainer(
         small_config(tiny_corpus, tmp_path / "run", max_iters=3), resume_from=tmp_path / "run", log=lines.append

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import click
 
+from charrnn.cells import CELLS
 from charrnn.errors import CharrnnError
-from charrnn.train import TrainConfig, default_out_dir, run_training
+from charrnn.train_config import TrainConfig, default_out_dir
 
 DEFAULTS = TrainConfig(corpus="", out="")
 
@@ -21,7 +22,11 @@ def option(name, help, **kwargs):
 
 @click.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@option("--model", "cell type", type=click.Choice(["lstm", "gru", "rnn"]))
+@option(
+    "--model",
+    "cell type (" + "; ".join(f"{c.name}: {c.summary}" for c in CELLS.values()) + ")",
+    type=click.Choice(list(CELLS)),
+)
 @option("--layers", "stacked recurrent layers", type=int)
 @option("--hidden", "hidden units per layer", type=int)
 @option("--dropout", "dropout between layers and before the output (0 = off)", type=float)
@@ -102,30 +107,33 @@ def option(name, help, **kwargs):
 def train(ctx, file, resume, out, **options):
     """Train a character-level model on FILE (any text file; --encoding bytes for anything else)."""
     given = {name for name in options if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    # Each checkpoint is read once: for the options here, and handed on for the model and state.
+    from charrnn.run_dir import read_resume_point
+    from charrnn.saved import load_model
+    from charrnn.train import run_training
+
+    point = base = None
     if resume:
-        config = _resumed_config(resume, file, out, options, given)
+        point = read_resume_point(resume, log=click.echo)
+        config = _resumed_config(point, file, out, options, given)
     else:
         if file is None:
             raise CharrnnError("name a text file to train on, e.g. charrnn train input.txt (or --resume RUN_DIR)")
         if options["init_from"]:
-            _take_base_shape(options, given)
+            base = load_model(options["init_from"], which="best")
+            _take_base_shape(base[0].config, options, given)
         if out is None:
             out = default_out_dir(file, options["model"], options["layers"], options["hidden"])
         config = TrainConfig(corpus=file, out=out, **options)
-    reason = run_training(config, resume_from=resume, log=click.echo)
+    reason = run_training(config, resume_from=point, log=click.echo, base=base)
     if reason == "interrupted":
         sys.exit(130)  # the shell's convention for Ctrl-C; the checkpoint is already saved
 
 
-def _resumed_config(resume, file, out, options, given):
-    from charrnn.checkpoint import load_checkpoint
-
-    if not Path(resume).is_dir():
-        raise CharrnnError(
-            f"--resume takes a run directory, and {resume} is not one; pass the --out directory of an earlier run"
-        )
-    _, meta = load_checkpoint(resume, which="latest")
-    saved = meta.get("train_config")
+def _resumed_config(point, file, out, options, given):
+    """The options the checkpoint's run was trained with, those given on the command line on top."""
+    resume = point.run_dir
+    saved = point.meta.get("train_config")
     if not saved or not isinstance(saved, dict):
         raise CharrnnError(
             f"the checkpoint in {resume} holds no usable training configuration; it cannot be resumed: start a new run"
@@ -133,7 +141,7 @@ def _resumed_config(resume, file, out, options, given):
     values = dict(saved)
     values.update({name: options[name] for name in given})
     values["corpus"] = file or saved.get("corpus")
-    values["out"] = out or resume
+    values["out"] = out or str(resume)
     if not isinstance(values["corpus"], str):
         raise CharrnnError(
             f"the checkpoint in {resume} does not record its corpus; pass it: charrnn train FILE --resume {resume}"
@@ -145,12 +153,8 @@ def _resumed_config(resume, file, out, options, given):
     return TrainConfig.from_dict(values)
 
 
-def _take_base_shape(options, given):
+def _take_base_shape(shape, options, given):
     """--init-from: the model type and size are the checkpoint's unless given (then they must agree)."""
-    from charrnn.checkpoint import load_checkpoint
-
-    _, meta = load_checkpoint(options["init_from"], which="best")
-    shape = meta.get("model") if isinstance(meta.get("model"), dict) else {}
     for option_name, key in (("model", "cell"), ("layers", "layers"), ("hidden", "hidden")):
-        if option_name not in given and key in shape:
-            options[option_name] = shape[key]
+        if option_name not in given:
+            options[option_name] = getattr(shape, key)

@@ -265,6 +265,14 @@ def test_output_paths_that_cannot_be_written(capsys, tmp_path, runs, fmt):
     assert not (tmp_path / "no_such_dir").exists()  # a typo in --out creates nothing
 
 
+def test_the_checkpoint_itself_is_never_overwritten(capsys, tmp_path, runs):
+    checkpoint = sorted(runs["rnn"].glob("ckpt_iter*.npz"))[-1]
+    before = checkpoint.read_bytes()
+    code, stdout, stderr = run_main(capsys, "export", checkpoint, "--format", "onnx", "--out", checkpoint)
+    one_line_error(code, stdout, stderr)
+    assert "is the checkpoint being exported" in stderr and checkpoint.read_bytes() == before
+
+
 def test_unknown_formats_are_one_line(capsys, tmp_path, runs):
     code, stdout, stderr = run_main(capsys, "export", runs["rnn"], "--format", "tflite", "--out", tmp_path / "m")
     one_line_error(code, stdout, stderr, exit_code=2)

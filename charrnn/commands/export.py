@@ -56,6 +56,8 @@ def export(checkpoint, fmt, out, which):
     """
     fmt = _format_of(fmt, out)
     path = resolve_checkpoint(checkpoint, which)
+    if Path(out).resolve() == path.resolve():
+        raise CharrnnError(f"--out {out} is the checkpoint being exported; pick another file name")
     model, vocab, meta = load_model(path)
     extra = {"checkpoint": path.name}
     if isinstance(meta.get("iteration"), int):

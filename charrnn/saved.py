@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
-from charrnn.data import Vocab, ids_in_vocab, load_corpus, split_corpus
+from charrnn.data import Vocab, ids_in_vocab, split_corpus
 from charrnn.errors import CharrnnError
 from charrnn.model import Model, ModelConfig
 from charrnn.plan import Plan
@@ -81,10 +81,13 @@ def load_model(path, which="best", dtype=np.float32):
 
 
 def load_split_ids(meta, split):
-    """The ids of the training corpus's `split` ("train", "val" or "test"), re-read from disk."""
+    """The ids of the training corpus's `split` ("train", "val" or "test"), re-read from disk: a prepared
+    directory or a text file (through the corpus cache), memory-mapped either way (charrnn.corpus_cache)."""
+    from charrnn.corpus_cache import open_corpus
+
     corpus_meta = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
     path = corpus_meta.get("path")
-    if not isinstance(path, str) or not path or not Path(path).is_file():
+    if not isinstance(path, str) or not path or not Path(path).exists():
         raise CharrnnError(
             f"the training corpus {path!r} recorded in the checkpoint is not available; pass a text file instead"
         )
@@ -94,9 +97,10 @@ def load_split_ids(meta, split):
         fractions = float(corpus_meta.get("val_frac", 0.1)), float(corpus_meta.get("test_frac", 0.0))
     except (KeyError, TypeError, ValueError) as error:
         raise CharrnnError(f"the checkpoint's corpus record is malformed ({error}); pass a text file instead") from None
-    corpus = load_corpus(path, vocab.mode)
+    corpus = open_corpus(path, vocab.mode)
     changed = CharrnnError(f"{path} has changed since training (different size or symbols); pass a text file instead")
-    if n_chars is not None and corpus.n_chars != n_chars:
+    recorded_sha256 = corpus_meta.get("sha256")
+    if (n_chars is not None and corpus.n_chars != n_chars) or (recorded_sha256 and recorded_sha256 != corpus.sha256):
         raise changed
     try:
         ids = ids_in_vocab(corpus, vocab)  # a fine-tuned model's vocabulary may be wider than its corpus's

@@ -51,7 +51,7 @@ def start_run(config, resume_from=None, log=print, base=None):
     elif config.init_from:
         base = base or load_model(config.init_from)
         vocab = base[1]
-    corpus = read_training_corpus(config, vocab)
+    corpus = read_training_corpus(config, vocab, log)
     loader = BatchLoader(corpus.train, config.batch_size, config.seq_length)
     if config.val_frac > 0 and len(corpus.val) < 2:
         raise CharrnnError("the validation split is too short to evaluate; raise --val-frac or use a longer corpus")

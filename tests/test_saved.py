@@ -95,6 +95,24 @@ def test_split_ids_of_the_recorded_corpus(saved):
         load_split_ids(meta, "test")
 
 
+def test_splits_are_read_from_a_prepared_directory_too(saved, tmp_path):
+    from charrnn.prepared import prepare_corpus
+
+    path, _, vocab, corpus = saved
+    _, _, meta = load_model(path)
+    directory = prepare_corpus(corpus, tmp_path / "prepared", progress=False)
+    from_dir = load_split_ids({**meta, "corpus": {**meta["corpus"], "path": str(directory)}}, "val")
+    assert np.array_equal(from_dir, load_split_ids(meta, "val")) and vocab.decode(from_dir) == TEXT[-len(from_dir) :]
+
+
+def test_a_corpus_changed_since_training_is_refused_by_its_checksum(saved):
+    path, _, _, corpus = saved
+    _, _, meta = load_model(path)
+    recorded = {**meta["corpus"], "sha256": "0" * 64}  # same size and symbols, other text
+    with pytest.raises(CharrnnError, match="has changed since training"):
+        load_split_ids({**meta, "corpus": recorded}, "val")
+
+
 @pytest.mark.parametrize("corpus", ["a string", {"path": 5}, {"path": None}])
 def test_a_missing_or_malformed_corpus_path_is_reported(saved, corpus):
     path, _, _, _ = saved

@@ -43,3 +43,17 @@ def test_a_base_models_vocabulary_may_be_wider_but_not_narrower(tmp_path):
     assert wider.decode(corpus.train[:6]) == TEXT[:6]
     with pytest.raises(CharrnnError, match="the --init-from model never saw"):
         read_training_corpus(config(path), vocab=Vocab.from_text("abc\n"))
+
+
+def test_a_prepared_directory_and_its_text_file_read_the_same(tmp_path):
+    from charrnn.data import mapping_of
+    from charrnn.prepared import prepare_corpus
+
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT, encoding="utf-8")
+    directory = prepare_corpus(path, tmp_path / "prepared", progress=False)
+    from_file, from_dir = read_training_corpus(config(path)), read_training_corpus(config(directory))
+    assert mapping_of(from_dir.train) is not None and mapping_of(from_file.train) is not None  # the cache's
+    assert from_dir.vocab == from_file.vocab and np.array_equal(from_dir.train, from_file.train)
+    assert np.array_equal(from_dir.val, from_file.val) and from_dir.unigram == from_file.unigram
+    assert from_dir.record == {**from_file.record, "path": str(directory.resolve())}

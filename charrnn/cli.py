@@ -33,6 +33,7 @@ COMMANDS = {
         "Describe CHECKPOINT: model, vocabulary, training progress and losses.",
     ),
     "inspect": ("charrnn.commands.inspect", "inspect", "Find the cells of CHECKPOINT that follow features of a text."),
+    "tune": ("charrnn.commands.tune", "tune", "Search train options for FILE with Optuna within a time budget."),
     "serve": (
         "charrnn.commands.serve",
         "serve",

@@ -137,3 +137,51 @@ def plot_loss_curve(path, history):
     ax.legend(frameon=False)
     figure.tight_layout()
     _save(figure, path)
+
+
+def plot_tune_curves(path, curves, best=None):
+    """Validation loss against minutes of training for every trial of a tune, `best` highlighted.
+
+    curves: a list of dicts with "trial" (its number), "state" ("complete", "pruned", ...) and
+    "points", a list of (minutes, val loss); pruned trials end in a cross where they were stopped.
+    """
+    drawn = [curve for curve in curves if any(math.isfinite(loss) for _, loss in curve["points"])]
+    if not drawn:
+        raise ValueError("no trial reported a validation loss")
+    figure = _new_figure(7.5, 4.6)
+    ax = figure.add_subplot()
+    lowest = min(loss for curve in drawn for _, loss in curve["points"] if math.isfinite(loss))
+    # The first evaluations sit far above the rest (an untrained model): the axis starts at the
+    # typical first loss, so the end of every curve, where trials differ, stays readable.
+    firsts = sorted(curve["points"][0][1] for curve in drawn if math.isfinite(curve["points"][0][1]))
+    top = firsts[len(firsts) // 2] if firsts else lowest + 1
+    for curve in drawn:
+        minutes, losses = zip(*curve["points"])
+        if curve["trial"] == best:
+            continue
+        ax.plot(minutes, losses, color="0.62", linewidth=0.9, alpha=0.8, zorder=1)
+        if curve["state"] == "pruned":
+            ax.plot(minutes[-1], losses[-1], marker="x", color="0.45", markersize=5, linestyle="none", zorder=2)
+    for curve in drawn:
+        if curve["trial"] == best:
+            minutes, losses = zip(*curve["points"])
+            ax.plot(
+                minutes,
+                losses,
+                color="C3",
+                linewidth=2.2,
+                marker="o",
+                markersize=3.5,
+                zorder=3,
+                label=f"trial {best} (best): {min(losses):.4f}",
+            )
+    ax.plot([], [], color="0.62", linewidth=0.9, label="other trials")
+    ax.plot([], [], marker="x", color="0.45", linestyle="none", label="pruned")
+    ax.set_ylim(lowest - 0.05 * max(top - lowest, 0.1), max(top, lowest + 0.1))
+    ax.set_xlabel("minutes of training")
+    ax.set_ylabel("validation loss (nats/char)")
+    ax.set_title(f"{len(drawn)} trials")
+    ax.grid(color="0.92", linewidth=0.6)
+    ax.legend(frameon=False, fontsize=8)
+    figure.tight_layout()
+    _save(figure, path)

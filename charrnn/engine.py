@@ -172,12 +172,18 @@ class Engine:
         self._thread = threading.Thread(target=self._run, name="charrnn-engine", daemon=True)
         self._thread.start()
 
-    def stop(self, message: str = "the server is shutting down") -> None:
+    def stop(self, message: str = "the server is shutting down", wait: bool = True) -> None:
+        """Ends every job (their outboxes get `message` as an error) and the thread, after its current step."""
         with self._cond:
-            self._stopping = message
+            if self._stopping is None:
+                self._stopping = message
             self._cond.notify_all()
-        if self._thread is not None:
+        if wait and self._thread is not None:
             self._thread.join()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopping is not None
 
     def warm_up(self) -> None:
         """Compiles (or loads from Numba's cache) what a step runs, before any client waits for it."""

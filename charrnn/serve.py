@@ -197,6 +197,14 @@ class EventStream:
         return f"{prefix}data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
     async def __call__(self, scope, receive, send):
+        try:
+            await self._stream(receive, send)
+        except asyncio.CancelledError:
+            if not self.engine.stopped:
+                raise
+            # Shutting down, and this client had not read what was sent: uvicorn's grace period is over.
+
+    async def _stream(self, receive, send):
         generation = self.delivery.generation
         job = generation.job
         headers = [

@@ -7,11 +7,14 @@ import click
 
 from charrnn.errors import CharrnnError
 
+DEFAULT_OUTBOX_CHARS = 1 << 16  # charrnn.engine's, which imports numba: not imported before it is needed
+
 INSTALL = "charrnn serve needs the serve extra: pip install -e '.[serve]'"
 # Connections uvicorn holds at most (it answers more with a plain 503): far above what the engine takes,
 # so that the engine's own JSON 503 is what a busy server says, and still a bound on a flood.
 CONNECTIONS_PER_STREAM = 4
 MIN_CONNECTIONS = 256
+SEND_BUFFER_BYTES = 256 * 1024
 
 
 def _listening_socket(host, port):
@@ -24,6 +27,9 @@ def _listening_socket(host, port):
         ) from None
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Each connection's kernel send buffer is bounded too (accepted sockets inherit it): text streams need
+    # little, and a client that stops reading then fills it, and its outbox, in moments rather than megabytes.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
     try:
         sock.bind((host, port))
         sock.listen(2048)
@@ -62,6 +68,13 @@ def _listening_socket(host, port):
     type=click.IntRange(min=1),
     help="samples generated at once in the batch; as many requests more may wait, the rest get 503",
 )
+@click.option(
+    "--max-unread",
+    default=DEFAULT_OUTBOX_CHARS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="characters a streaming client may leave unread before it is dropped (so it never holds up the others)",
+)
 @click.option("--access-log", is_flag=True, help="log every request")
 @click.option(
     "--which",
@@ -70,7 +83,7 @@ def _listening_socket(host, port):
     type=click.Choice(["best", "latest"]),
     help="for a run directory: its best (lowest validation loss) or latest checkpoint",
 )
-def serve(checkpoint, host, port, max_length, max_prime, max_streams, access_log, which):
+def serve(checkpoint, host, port, max_length, max_prime, max_streams, max_unread, access_log, which):
     """Serve CHECKPOINT over HTTP: a page at /, and POST /v1/generate for programs (streamed or whole).
 
     Requests arriving together share one batched sampling loop; a seed gives the text
@@ -91,7 +104,9 @@ def serve(checkpoint, host, port, max_length, max_prime, max_streams, access_log
     source = resolve_checkpoint(checkpoint, which)
     model, vocab, meta = load_model(source)
     info = checkpoint_info(source)
-    engine = Engine(model, vocab, start_probabilities(meta, len(vocab)), max_streams=max_streams)
+    engine = Engine(
+        model, vocab, start_probabilities(meta, len(vocab)), max_streams=max_streams, outbox_chars=max_unread
+    )
     engine.warm_up()  # compiles (or loads) the kernels before the first client waits for them
     limits = Limits(max_length=max_length, max_prime=max_prime)
     sock = _listening_socket(host, port)
@@ -103,11 +118,22 @@ def serve(checkpoint, host, port, max_length, max_prime, max_streams, access_log
         limit_concurrency=max(MIN_CONNECTIONS, CONNECTIONS_PER_STREAM * 2 * max_streams),
         timeout_graceful_shutdown=2,
     )
-    server = uvicorn.Server(config)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            # Streams end at once with an error event ("the server is shutting down"), so uvicorn's
+            # graceful shutdown finds its connections finishing instead of waiting for long texts.
+            engine.stop(wait=False)
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     click.echo(
         f"charrnn serve: http://{shown}:{bound_port}/ ({info['cell']} {info['layers']}x{info['hidden']} from {source}; "
         f"{max_streams} streams at once, --max-length {max_length}); Ctrl-C stops it",
     )
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn stops gracefully on Ctrl-C, then raises it again: stopping is what was asked
+        pass
     click.echo("charrnn serve: stopped")

@@ -12,7 +12,9 @@ JSON) is a table of such entries keyed by name, in order; a list stands for choi
 The default space scales with the corpus and the trial time: the widths kept are those a trial can
 train on at least one pass over the corpus (or 1M characters of a larger one), estimated from the
 floating-point work per character (charrnn's README: 72 H^2 + 6 H V for a 2-layer LSTM) at a
-conservative rate per thread; batch and window sizes are those the training split holds several of.
+conservative rate per thread, with at most PARAMETERS_PER_CHAR parameters per training character;
+batch and window sizes are those the training split holds several of and a trial makes a few hundred
+updates with; step decay starts within the epochs a trial can run.
 """
 
 from __future__ import annotations
@@ -30,11 +32,15 @@ GFLOPS_PER_THREAD = 40.0
 SECONDS_PER_CHAR_FLOOR = 2e-6
 # A trial should see this much text, or the whole training split when that is shorter.
 CHARS_PER_TRIAL = 1_000_000
+# At most this many parameters per training character: char-rnn's advice is about one, and dropout and
+# weight drop let a larger model pay (the README's 60-minute 2x512 recipe has 3.3 per character).
+PARAMETERS_PER_CHAR = 4
 HIDDEN_CANDIDATES = (32, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 HIDDEN_CHOICES = 4  # the widest feasible ones
 BATCH_CANDIDATES = (25, 50, 100)
 SEQ_CANDIDATES = (50, 100, 200)
 WINDOWS_PER_EPOCH = 4  # the training split must hold at least this many of the largest batch
+UPDATES_PER_TRIAL = 300  # a trial of the middle width should make at least this many updates
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 # Options a trial's run directory and time are made of: the tune sets them, a space cannot.
 TUNE_MANAGED = ("file", "out", "resume", "max_minutes")
@@ -48,6 +54,13 @@ def flops_per_char(cell: str, layers: int, hidden: int, vocab: int) -> float:
     return recurrent + 6 * hidden * vocab
 
 
+def parameter_count(cell: str, layers: int, hidden: int, vocab: int) -> int:
+    """Weights and biases of a stacked model: each layer's gates over its input and h, and the output layer."""
+    gates = GATES.get(cell, 4)
+    inputs = [vocab] + [hidden] * (layers - 1)
+    return sum(gates * hidden * (size + hidden + 1) for size in inputs) + hidden * vocab + vocab
+
+
 def seconds_per_char(cell: str, layers: int, hidden: int, vocab: int, threads: int) -> float:
     return flops_per_char(cell, layers, hidden, vocab) / (GFLOPS_PER_THREAD * 1e9 * threads) + SECONDS_PER_CHAR_FLOOR
 
@@ -59,10 +72,16 @@ def default_space(train_chars: int, vocab: int, trial_seconds: float, threads: i
         hidden
         for hidden in HIDDEN_CANDIDATES
         if trial_seconds / seconds_per_char("lstm", 2, hidden, vocab, threads) >= wanted
+        and parameter_count("lstm", 2, hidden, vocab) <= PARAMETERS_PER_CHAR * train_chars
     ]
     hidden = (feasible or list(HIDDEN_CANDIDATES[:1]))[-HIDDEN_CHOICES:]
+    middle = hidden[len(hidden) // 2]
+    trial_chars = trial_seconds / seconds_per_char("lstm", 2, middle, vocab, threads)
+    # The largest batch of windows: one the training split holds several of, and small enough that a
+    # short trial still makes a few hundred updates.
+    largest = min(train_chars / WINDOWS_PER_EPOCH, trial_chars / UPDATES_PER_TRIAL)
     batches, seqs = list(BATCH_CANDIDATES), list(SEQ_CANDIDATES)
-    while batches[-1] * seqs[-1] * WINDOWS_PER_EPOCH > train_chars and (len(batches) > 1 or len(seqs) > 1):
+    while batches[-1] * seqs[-1] > largest and (len(batches) > 1 or len(seqs) > 1):
         # Drop the larger of the two largest sizes (relative to its list's smallest) first.
         if len(seqs) > 1 and (len(batches) == 1 or seqs[-1] / seqs[0] >= batches[-1] / batches[0]):
             seqs.pop()
@@ -73,8 +92,7 @@ def default_space(train_chars: int, vocab: int, trial_seconds: float, threads: i
             f"the training text has {train_chars:,} characters, too few for the default search space "
             f"(at least {batches[0] * seqs[0] * WINDOWS_PER_EPOCH:,}); use a longer corpus or give --space FILE"
         )
-    middle = hidden[len(hidden) // 2]
-    epochs = trial_seconds / seconds_per_char("lstm", 2, middle, vocab, threads) / train_chars
+    epochs = trial_chars / train_chars
     return [
         {"name": "model", "choices": ["lstm", "gru"]},
         {"name": "layers", "low": 1, "high": 3},
@@ -83,13 +101,13 @@ def default_space(train_chars: int, vocab: int, trial_seconds: float, threads: i
         {"name": "weight_drop", "low": 0.0, "high": 0.5},
         {"name": "lr", "low": 1e-3, "high": 1e-2, "log": True},
         {"name": "lr_schedule", "choices": ["cosine", "step"]},
-        {"name": "lr_decay", "low": 0.5, "high": 1.0, "when": {"lr_schedule": "step"}},
+        {"name": "lr_decay", "low": 0.5, "high": 1.0, "when": {"lr_schedule": ["step"]}},
         # Decay that starts after the trial ends would never be tried.
         {
             "name": "lr_decay_after",
             "low": 0.0,
             "high": round(max(1.0, min(epochs, 50.0)), 1),
-            "when": {"lr_schedule": "step"},
+            "when": {"lr_schedule": ["step"]},
         },
         {"name": "batch_size", "choices": batches},
         {"name": "seq_length", "choices": seqs},
@@ -221,7 +239,10 @@ def describe_space(space: list[dict]) -> str:
         else:
             text = f"{param['name']} {param['low']:g}-{param['high']:g}" + (" (log)" if param.get("log") else "")
         if "when" in param:
-            text += " if " + " and ".join(f"{k}={'|'.join(map(str, v))}" for k, v in param["when"].items())
+            text += " if " + " and ".join(
+                f"{key}={'|'.join(map(str, values if isinstance(values, list) else [values]))}"
+                for key, values in param["when"].items()
+            )
         parts.append(text)
     return ", ".join(parts)
 

@@ -6,7 +6,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from charrnn.inspection import GateSaturation
-from charrnn.plots import plot_cell_heatmap, plot_gate_saturation, plot_loss_curve
+from charrnn.plots import plot_cell_heatmap, plot_gate_saturation, plot_loss_curve, plot_tune_curves
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -78,3 +78,23 @@ def test_failed_render_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         plot_loss_curve(tmp_path / "loss.png", [{"iter": 0, "train_loss": 2.0}])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_tune_curves_highlight_the_best_trial(tmp_path):
+    curves = [
+        {"trial": 0, "state": "complete", "points": [(0.5, 2.1), (1.0, 1.8), (2.0, 1.6)]},
+        {"trial": 1, "state": "pruned", "points": [(0.5, 2.4), (1.0, 2.2)]},
+        {"trial": 2, "state": "complete", "points": [(0.5, 2.0), (1.0, 1.7), (2.0, 1.5)]},
+    ]
+    red = np.array([0xD6, 0x27, 0x28]) / 255  # matplotlib's C3, the best trial's colour
+
+    def red_pixels(path):
+        pixels = assert_real_png(path)[..., :3]
+        return int((np.abs(pixels - red).max(axis=-1) < 0.08).sum())
+
+    plot_tune_curves(tmp_path / "best.png", curves, best=2)
+    plot_tune_curves(tmp_path / "none.png", curves, best=None)
+    assert red_pixels(tmp_path / "best.png") > 200
+    assert red_pixels(tmp_path / "none.png") == 0
+    with pytest.raises(ValueError, match="no trial reported"):
+        plot_tune_curves(tmp_path / "empty.png", [{"trial": 0, "state": "fail", "points": []}])

@@ -25,6 +25,7 @@ import numpy as np
 from charrnn.cells import CELLS, input_shift
 from charrnn.data import BYTES, known_text
 from charrnn.errors import CharrnnError
+from charrnn.kernels.panels import PANEL_MIN_STEPS, packed_weights
 from charrnn.kernels.sampling import pack_unit_columns, sample_chunk, sample_units, sampling_distribution
 from charrnn.kernels.sync import ARRIVAL_STRIDE
 from charrnn.parallel import run_parts, usable_cores
@@ -45,14 +46,23 @@ _thread_timings = {}  # (cell, L, H, dtype): {"calls": n, "rates": {threads: cha
 # What the compiled loops (charrnn.kernels.sampling) read, by name. Per-layer fields are tuples of
 # arrays; fields a cell does not have are empty arrays. The LN-LSTM's shift_x is its bias_x plus b
 # (its b is then zero: it is added after the input's normalisation, not before).
-Net = namedtuple("Net", "cell W_x W_h b b_hn gain_x shift_x gain_h shift_h gain_c shift_c out_W out_b")
+# The batched loop's products read W_x (layers above 0), W_h and out_W packed into panels (W_x_panels,
+# W_h_panels, out_panels; empty where unused). Controls hold one entry per stream: arrays of B.
+Net = namedtuple(
+    "Net",
+    "cell W_x W_h b b_hn gain_x shift_x gain_h shift_h gain_c shift_c out_W out_b W_x_panels W_h_panels out_panels",
+)
 Controls = namedtuple("Controls", "temperature top_k top_p greedy")
-StepWork = namedtuple("StepWork", "ids gates h_seq c_seq aux_seq x_hat r_hat c_hat rstd weights order scratch")
+StepWork = namedtuple(
+    "StepWork",
+    "ids gates h_seq c_seq aux_seq x_hat r_hat c_hat rstd x_product recurrent out_product weights order scratch",
+)
 UnitWork = namedtuple("UnitWork", "pre rec c_part aux logits weights order scratch")
 
 
-def compiled_net(model):
-    """The model's weights as the sampling loop reads them."""
+def compiled_net(model, panels: bool = True):
+    """The model's weights as the sampling loop reads them (panels=False: without the batched loop's
+    packed copies, for the unit-split loop, which has packs of its own)."""
     cfg, p, dtype = model.config, model.params, model.dtype
     cell, L = CELLS[cfg.cell], cfg.layers
     empty = np.zeros(0, dtype)
@@ -65,6 +75,10 @@ def compiled_net(model):
     else:
         biases = tuple(np.zeros(cfg.gate_width, dtype) for _ in range(L))
         shift_x = tuple(input_shift(p, layer) for layer in range(L))
+
+    def packed(W):
+        return packed_weights(W, PANEL_MIN_STEPS if panels else 0)
+
     return Net(
         cell.code,
         each("W_x"),
@@ -79,7 +93,15 @@ def compiled_net(model):
         each("bias_c"),
         p["out.W"],
         p["out.b"],
+        tuple(packed(W) if layer else packed_weights(W, 0) for layer, W in enumerate(each("W_x"))),
+        tuple(packed(W) for W in each("W_h")),
+        packed(p["out.W"]),
     )
+
+
+def panel_columns(panels, columns: int) -> int:
+    """Columns of a product on these panels (whole panels), or `columns` without panels."""
+    return panels.shape[0] * panels.shape[2] if panels.shape[0] else columns
 
 
 def check_controls(temperature: float, top_k: int, top_p: float) -> None:
@@ -147,10 +169,13 @@ def initial_prediction(model, prime_ids, start_probs=None) -> tuple[np.ndarray, 
 class Sampler:
     """B streams of one model that sample together in the compiled loop.
 
-    The state and the pending prediction live here: `sample` continues where it stopped. One stream
-    runs the unit-split loop on `threads` threads (default: timed, see PROBE_EVERY); with more than
-    one it reads a packed copy of the weights made at its first call, so a sampler sees the weights
-    as they were then (make a new one after training further).
+    The state, the pending prediction and the controls live here, one of each per stream:
+    `sample` continues where it stopped; `set_state`, `set_controls` and `copy_stream` change single
+    streams between calls, and `sample(steps, streams=n)` runs only the first n (charrnn serve keeps
+    its requests' streams there as they come and go). A stream's text does not depend on which
+    others run beside it. One stream runs the unit-split loop on `threads` threads (default: timed,
+    see PROBE_EVERY); with more than one it reads a packed copy of the weights made at its first
+    call, so a sampler sees the weights as they were then (make a new one after training further).
     """
 
     def __init__(self, model, streams: int, temperature=1.0, top_k=0, top_p=1.0, argmax=False, threads=None):
@@ -162,13 +187,21 @@ class Sampler:
         cfg, dtype = model.config, model.dtype
         L, H, GH, V, B = cfg.layers, cfg.hidden, cfg.gate_width, cfg.vocab_size, streams
         self.model, self.streams = model, streams
-        self.controls = Controls(float(temperature), int(top_k), float(top_p), bool(argmax))
+        self.controls = Controls(
+            np.full(B, float(temperature)), np.full(B, int(top_k)), np.full(B, float(top_p)), np.full(B, bool(argmax))
+        )
         cell = CELLS[cfg.cell]
-        self._net = compiled_net(model)
+        # One stream runs the unit-split loop (see charrnn.kernels.sampling) on `workers` threads,
+        # if its cell can share its units; else the batched loop, whose products read packed panels.
+        self.workers = 0
+        if streams == 1 and cell.splits_units:
+            self.workers = min(H, threads or (min(2, usable_cores()) if H >= SPLIT_UNITS_MIN_HIDDEN else 1))
+        self._net = compiled_net(model, panels=not self.workers)
         self.h = np.zeros((L, B, H), dtype)
         self.c = np.zeros((L, B, H), dtype)
         self.logits = np.zeros((B, V), dtype)
         normalised = 1 if cell.work else 0  # the LN-LSTM's normalised rows; nothing for other cells
+        net = self._net
         self._work = StepWork(
             ids=np.zeros((B, 1), np.int64),
             gates=np.empty((1, B, GH), dtype),
@@ -179,15 +212,14 @@ class Sampler:
             r_hat=np.empty((1, B, GH * normalised), dtype),
             c_hat=np.empty((1, B, H * normalised), dtype),
             rstd=np.empty((1, B, 3), dtype),
+            x_product=np.empty((B, panel_columns(net.W_x_panels[-1], GH) if L > 1 else 0), dtype),
+            recurrent=np.empty((B, panel_columns(net.W_h_panels[0], GH)), dtype),
+            out_product=np.empty((B, panel_columns(net.out_panels, V)), dtype),
             weights=np.empty(V, np.float64),
             order=np.empty(V, np.int64),
             scratch=np.empty(V, np.int64),
         )
-        # One stream runs the unit-split loop (see charrnn.kernels.sampling) on `workers` threads,
-        # if its cell can share its units; else the batched loop with one stream.
-        self.workers = 0
-        if streams == 1 and cell.splits_units:
-            self.workers = min(H, threads or (min(2, usable_cores()) if H >= SPLIT_UNITS_MIN_HIDDEN else 1))
+        if self.workers:
             self._unit_work = self._unit_work_arrays(L, H, cfg.gate_width // H, V, dtype)
         self._adaptive = threads is None and self.workers > 1
         if self._adaptive:
@@ -239,29 +271,59 @@ class Sampler:
             )
         return packs[workers]
 
-    def set_state(self, state: np.ndarray, logits: np.ndarray) -> None:
-        """Start every stream from state (2, L, 1 or B, H) with pending logits (V,) or (B, V)."""
-        self.h[...] = state[0]
-        self.c[...] = state[1]
-        self.logits[...] = logits
+    def set_state(self, state: np.ndarray, logits: np.ndarray, streams=slice(None)) -> None:
+        """Start the streams (all, or an index or slice) from state (2, L, 1 or B, H) with pending logits (V,) or (B, V)."""
+        if isinstance(streams, (int, np.integer)):
+            streams = slice(streams, streams + 1)
+        self.h[:, streams] = state[0]
+        self.c[:, streams] = state[1]
+        self.logits[streams] = logits
 
-    def sample(self, steps: int, uniforms: np.ndarray | None = None) -> np.ndarray:
-        """The next `steps` ids of every stream, (steps, B); uniforms (steps, B) in [0, 1).
+    def set_controls(self, streams, temperature=1.0, top_k=0, top_p=1.0, argmax=False) -> None:
+        """Controls of the streams (an index or slice) from their next character on."""
+        check_controls(temperature, top_k, top_p)
+        for field, value in zip(self.controls, (float(temperature), int(top_k), float(top_p), bool(argmax))):
+            field[streams] = value
 
-        With argmax the uniforms are not needed (and ignored).
+    def copy_stream(self, source: int, target: int) -> None:
+        """Stream `target` becomes a copy of `source`: state, pending prediction and controls."""
+        self.h[:, target] = self.h[:, source]
+        self.c[:, target] = self.c[:, source]
+        self.logits[target] = self.logits[source]
+        for field in self.controls:
+            field[target] = field[source]
+
+    def sample(self, steps: int, uniforms: np.ndarray | None = None, streams: int | None = None) -> np.ndarray:
+        """The next `steps` ids of the first `streams` streams (default: all B), (steps, streams);
+        uniforms (steps, streams) in [0, 1). The other streams stay as they are.
+
+        Streams with argmax do not need uniforms (theirs are ignored).
         """
+        n = self.streams if streams is None else streams
+        if not 1 <= n <= self.streams:
+            raise CharrnnError(f"streams must be from 1 to {self.streams}, got {n}")
         if uniforms is None:
-            if not self.controls.greedy:
+            if not self.controls.greedy[:n].all():
                 raise CharrnnError("sampling needs uniforms unless argmax is on")
-            uniforms = np.zeros((steps, self.streams))
+            uniforms = np.zeros((steps, n))
         uniforms = np.ascontiguousarray(uniforms, dtype=np.float64)
-        if uniforms.shape != (steps, self.streams):
-            raise CharrnnError(f"uniforms have shape {uniforms.shape}, expected {(steps, self.streams)}")
-        out = np.empty((steps, self.streams), np.int64)
+        if uniforms.shape != (steps, n):
+            raise CharrnnError(f"uniforms have shape {uniforms.shape}, expected {(steps, n)}")
+        out = np.empty((steps, n), np.int64)
         if self.workers:
             self._sample_units(out, uniforms)
             return out
-        sample_chunk(out, uniforms, self.logits, self.h, self.c, self._net, self.controls, self._work)
+        if n == self.streams:
+            sample_chunk(out, uniforms, self.logits, self.h, self.c, self._net, self.controls, self._work)
+            return out
+        rows_first = ("ids", "x_product", "recurrent", "out_product")
+        rows_second = ("gates", "h_seq", "c_seq", "aux_seq", "x_hat", "r_hat", "c_hat", "rstd")
+        work = self._work._replace(
+            **{name: getattr(self._work, name)[:n] for name in rows_first},
+            **{name: getattr(self._work, name)[:, :n] for name in rows_second},
+        )
+        controls = Controls(*(field[:n] for field in self.controls))
+        sample_chunk(out, uniforms, self.logits[:n], self.h[:, :n], self.c[:, :n], self._net, controls, work)
         return out
 
     def _threads_for_next_call(self):
@@ -306,7 +368,7 @@ class Sampler:
 
     def next_distribution(self, stream: int = 0) -> np.ndarray:
         """The distribution (V,) float64 the next character of `stream` is drawn from."""
-        temperature, top_k, top_p, greedy = self.controls
+        temperature, top_k, top_p, greedy = (field[stream] for field in self.controls)
         row = self.logits[stream]
         probs = np.empty(row.shape[0], np.float64)
         if greedy:

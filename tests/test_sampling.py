@@ -220,6 +220,63 @@ def test_batched_streams_equal_single_stream_runs(lstm):
         assert np.array_equal(batched[:, stream : stream + 1], single)
 
 
+STREAM_CONTROLS = [
+    {"temperature": 0.7},
+    {"top_k": 3},
+    {"argmax": True},
+    {"top_p": 0.8, "temperature": 1.3},
+    {},
+]
+
+
+def mixed_sampler(model, vocab):
+    """Five streams, each with its own prime and controls."""
+    sampler = Sampler(model, len(STREAM_CONTROLS))
+    for stream, (prime, controls) in enumerate(zip(["the ", "a", "the d", "", "cat"], STREAM_CONTROLS)):
+        sampler.set_state(*initial_prediction(model, encode_prime(vocab, prime)), streams=stream)
+        sampler.set_controls(stream, **controls)
+    return sampler
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn", "lnlstm"])
+def test_a_stream_computes_the_same_bits_whatever_streams_run_beside_it(cell):
+    """Each stream has its own controls, and its row's arithmetic does not depend on the rows around it."""
+    model, vocab = trained_model(cell, steps=10)
+    uniforms = np.random.default_rng(5).random((40, len(STREAM_CONTROLS)))
+    together = mixed_sampler(model, vocab)
+    ids = together.sample(40, uniforms)
+    for stream, controls in enumerate(STREAM_CONTROLS):
+        alone = mixed_sampler(model, vocab)
+        alone.copy_stream(stream, 0)  # row 0 of a batch that runs one stream
+        assert np.array_equal(alone.sample(40, uniforms[:, stream : stream + 1], streams=1)[:, 0], ids[:, stream])
+        assert np.array_equal(alone.h[:, 0], together.h[:, stream]) and np.array_equal(
+            alone.c[:, 0], together.c[:, stream]
+        )
+        assert np.array_equal(alone.logits[0], together.logits[stream])
+        reference = Sampler(model, 2, **controls)
+        reference.set_state(*together_state(together, stream))
+        assert np.array_equal(reference.next_distribution(0), together.next_distribution(stream))
+
+
+def together_state(sampler, stream):
+    state = np.stack([sampler.h[:, stream : stream + 1], sampler.c[:, stream : stream + 1]])
+    return state, sampler.logits[stream]
+
+
+def test_sampling_the_first_streams_leaves_the_others_alone(lstm):
+    model, vocab = lstm
+    sampler = mixed_sampler(model, vocab)
+    h, c, logits = sampler.h.copy(), sampler.c.copy(), sampler.logits.copy()
+    sampler.sample(10, np.random.default_rng(1).random((10, 2)), streams=2)
+    assert not np.array_equal(sampler.h[:, :2], h[:, :2])
+    assert np.array_equal(sampler.h[:, 2:], h[:, 2:]) and np.array_equal(sampler.c[:, 2:], c[:, 2:])
+    assert np.array_equal(sampler.logits[2:], logits[2:])
+    with pytest.raises(CharrnnError, match="streams must be from 1 to 5, got 6"):
+        sampler.sample(1, np.zeros((1, 6)), streams=6)
+    with pytest.raises(CharrnnError, match="temperature must be a number > 0"):
+        sampler.set_controls(1, temperature=0.0)
+
+
 def test_inverse_cdf_draw_edges_and_sort_ties():
     logits = np.log(np.array([0.1, 0.2, 0.3, 0.4], np.float32))
     weights, order, scratch = np.empty(4), np.empty(4, np.int64), np.empty(4, np.int64)

@@ -1,11 +1,13 @@
 """Sampling loop: B streams generate N characters in one compiled call, no Python per character.
 
-Each step reuses the training cells (lstm_forward, gru_forward, rnn_forward, lnlstm_forward) on a
-T=1 window, so sampling computes exactly what training does. The kernels take named structures
-(namedtuples, built in charrnn.sampling, which Numba compiles to plain fields): `net`, the weights,
-each per-layer field a tuple (a numba UniTuple: layer 0's W_x (V, GH) and upper layers' (H, GH)
-share one array type), with the cell's code (charrnn.cells) in net.cell; `work`, the work arrays;
-`controls`, temperature, top_k, top_p and greedy.
+Each step runs the training cells (lstm_cell, gru_cell, rnn_cell, lnlstm_cell) on products with
+weights packed into panels once (charrnn.kernels.panels), so sampling computes what training does
+and each stream's row comes out the same however many streams run beside it (which lets charrnn
+serve batch strangers' requests). The kernels take named structures (namedtuples, built in
+charrnn.sampling, which Numba compiles to plain fields): `net`, the weights, each per-layer field a
+tuple (a numba UniTuple: layer 0's W_x (V, GH) and upper layers' (H, GH) share one array type), with
+the cell's code (charrnn.cells) in net.cell; `work`, the work arrays; `controls`, temperature, top_k,
+top_p and greedy, one of each per stream (arrays of B).
 The state is h, c: (L, B, H), updated in place; `logits` (B, V) always holds the prediction for
 the next character, so consecutive calls continue exactly where the previous one stopped.
 
@@ -26,9 +28,10 @@ import math
 import numpy as np
 
 from charrnn.jit import njit
-from charrnn.kernels.layers import add_bias, embedding_forward
-from charrnn.kernels.lnlstm import layer_norm_forward, lnlstm_forward
-from charrnn.kernels.recurrent import gru_cell, gru_forward, lstm_cell, lstm_forward, rnn_cell, rnn_forward
+from charrnn.kernels.layers import embedding_forward
+from charrnn.kernels.lnlstm import layer_norm_forward, lnlstm_cell
+from charrnn.kernels.panels import panel_product
+from charrnn.kernels.recurrent import gru_cell, lstm_cell, rnn_cell
 from charrnn.kernels.sync import arrive_and_wait
 
 # The codes charrnn.cells gives each cell type, which these loops dispatch on.
@@ -39,50 +42,60 @@ LSTM_CODE, GRU_CODE, RNN_CODE, LNLSTM_CODE = 0, 1, 2, 3
 def advance(ids, h, c, logits, net, work):
     """Reads ids (B, 1) into the state h, c (L, B, H) and writes the next logits (B, V).
 
-    work: gates (1, B, GH), h_seq, c_seq, aux_seq (1, B, H); for the LN-LSTM also x_hat, r_hat
-    (1, B, GH), c_hat (1, B, H), rstd (1, B, 3) (empty for other cells).
+    Every product runs on weights packed into panels once (net.W_x_panels, layer 0's unused: its
+    input is a row gather; net.W_h_panels; net.out_panels; see charrnn.kernels.panels), where each
+    row's result is the same whatever rows surround it: a stream's text does not depend on how many
+    streams run beside it, or in which row. The cells are training's (lstm_cell, gru_cell, ...).
+    work: gates (1, B, GH), h_seq, c_seq, aux_seq (1, B, H); x_product, recurrent (B, GH rounded up to
+    whole panels), out_product (B, V rounded up); for the LN-LSTM also x_hat, r_hat (1, B, GH), c_hat
+    (1, B, H), rstd (1, B, 3) (empty for other cells).
     """
-    L, H = h.shape[0], h.shape[2]
-    one_thread = np.zeros(1, np.int64)  # no other thread to meet
-    gates, h_seq, c_seq, aux_seq = work.gates, work.h_seq, work.c_seq, work.aux_seq
+    L, B, H = h.shape
+    GH, V = work.gates.shape[2], logits.shape[1]
+    gates, h_new, c_new, aux = work.gates[0], work.h_seq[0], work.c_seq[0], work.aux_seq[0]
     for layer in range(L):
         if layer == 0:
-            embedding_forward(gates, net.W_x[0], net.b[0], ids)
+            embedding_forward(work.gates, net.W_x[0], net.b[0], ids)
         else:
-            np.dot(h[layer - 1], net.W_x[layer], gates[0])
-            add_bias(gates[0], net.b[layer])
-        W_h = net.W_h[layer]
-        if net.cell == LSTM_CODE:
-            lstm_forward(h_seq, c_seq, aux_seq, gates, W_h, h[layer], c[layer], 0, 0, H, 0, 1, one_thread)
-            c[layer, :, :] = c_seq[0]
-        elif net.cell == GRU_CODE:
-            gru_forward(h_seq, aux_seq, gates, W_h, net.b_hn[layer], h[layer], 0, 0, H, 0, 1, one_thread)
-        elif net.cell == LNLSTM_CODE:
-            rows = gates[0]
-            layer_norm_forward(rows, work.x_hat[0], work.rstd[0, :, 0], rows, net.gain_x[layer], net.shift_x[layer])
-            lnlstm_forward(
-                h_seq,
-                c_seq,
-                aux_seq,
-                gates,
-                work.r_hat,
-                work.c_hat,
-                work.rstd,
-                W_h,
-                net.gain_h[layer],
-                net.shift_h[layer],
-                net.gain_c[layer],
-                net.shift_c[layer],
-                h[layer],
-                c[layer],
-                0,
-            )
-            c[layer, :, :] = c_seq[0]
-        else:
-            rnn_forward(h_seq, gates, W_h, h[layer], 0, 0, H, 0, 1, one_thread)
-        h[layer, :, :] = h_seq[0]
-    np.dot(h[L - 1], net.out_W, logits)
-    add_bias(logits, net.out_b)
+            panel_product(work.x_product, h[layer - 1], net.W_x_panels[layer], False)
+            bias = net.b[layer]
+            for b in range(B):
+                for k in range(GH):
+                    gates[b, k] = work.x_product[b, k] + bias[k]
+        if net.cell == LNLSTM_CODE:
+            layer_norm_forward(gates, work.x_hat[0], work.rstd[0, :, 0], gates, net.gain_x[layer], net.shift_x[layer])
+        panel_product(work.recurrent, h[layer], net.W_h_panels[layer], False)
+        for b in range(B):
+            a, r = gates[b], work.recurrent[b, :GH]
+            if net.cell == LSTM_CODE:
+                lstm_cell(a, r, c[layer, b], c_new[b], aux[b], h_new[b])
+            elif net.cell == GRU_CODE:
+                gru_cell(a, r, net.b_hn[layer], h[layer, b], aux[b], h_new[b])
+            elif net.cell == LNLSTM_CODE:
+                lnlstm_cell(
+                    a,
+                    r,
+                    work.r_hat[0, b],
+                    work.rstd[0, b],
+                    net.gain_h[layer],
+                    net.shift_h[layer],
+                    c[layer, b],
+                    c_new[b],
+                    work.c_hat[0, b],
+                    net.gain_c[layer],
+                    net.shift_c[layer],
+                    aux[b],
+                    h_new[b],
+                )
+            else:
+                rnn_cell(a, r, h_new[b])
+        h[layer, :, :] = h_new
+        if net.cell == LSTM_CODE or net.cell == LNLSTM_CODE:
+            c[layer, :, :] = c_new
+    panel_product(work.out_product, h[L - 1], net.out_panels, False)
+    for b in range(B):
+        for v in range(V):
+            logits[b, v] = work.out_product[b, v] + net.out_b[v]
 
 
 @njit
@@ -208,19 +221,27 @@ def sampling_distribution(probs, logits_row, temperature, top_k, top_p, order, s
 def sample_chunk(out_ids, uniforms, logits, h, c, net, controls, work):
     """Samples out_ids (N, B): each step picks from `logits`, then reads the picks to refresh them.
 
-    controls.greedy takes the argmax and ignores `uniforms`. work holds, besides advance's arrays,
-    ids (B, 1) int64, weights (V,) float64, order and scratch (V,) int64.
+    Each stream has its own controls: temperature, top_k, top_p, greedy are arrays (B,); a greedy
+    stream takes the argmax and ignores its uniforms. work holds, besides advance's arrays, ids (B, 1)
+    int64, weights (V,) float64, order and scratch (V,) int64.
     """
     N, B = out_ids.shape
     temperature, top_k, top_p = controls.temperature, controls.top_k, controls.top_p
     ids = work.ids
     for n in range(N):
         for b in range(B):
-            if controls.greedy:
+            if controls.greedy[b]:
                 choice = argmax_row(logits[b])
             else:
                 choice = draw(
-                    logits[b], uniforms[n, b], temperature, top_k, top_p, work.weights, work.order, work.scratch
+                    logits[b],
+                    uniforms[n, b],
+                    temperature[b],
+                    top_k[b],
+                    top_p[b],
+                    work.weights,
+                    work.order,
+                    work.scratch,
                 )
             out_ids[n, b] = choice
             ids[b, 0] = choice
@@ -285,7 +306,13 @@ def sample_units(worker, workers, arrivals, out_ids, uniforms, h_pair, c, net, c
     """
     L, H = c.shape
     out_W, out_b, cell = net.out_W, net.out_b, net.cell
-    temperature, top_k, top_p, greedy = controls.temperature, controls.top_k, controls.top_p, controls.greedy
+    # The stream's controls: the first of each array (the batched loop's have one per stream).
+    temperature, top_k, top_p, greedy = (
+        controls.temperature[0],
+        controls.top_k[0],
+        controls.top_p[0],
+        controls.greedy[0],
+    )
     pre, rec, c_part, aux, logits = work.pre, work.rec, work.c_part, work.aux, work.logits
     weights, order, scratch = work.weights, work.order, work.scratch
     V = out_b.shape[0]

@@ -306,3 +306,54 @@ def test_init_from_refuses_new_symbols_and_another_shape(tiny_corpus, tmp_path, 
     )
     assert code == 1 and "Traceback" not in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_a_prepared_directory_the_cached_file_and_todays_loader_train_the_same_model(
+    tiny_corpus, tmp_path, capsys, monkeypatch
+):
+    from charrnn.saved import load_model
+
+    code, _, err = run_cli(capsys, "prepare", tiny_corpus, "--out", tmp_path / "prepared", "--val-frac", "0.2")
+    assert code == 0, err
+    runs = {"dir": tmp_path / "prepared", "cached": tiny_corpus, "in-memory": tiny_corpus}
+    for name, corpus in runs.items():
+        if name == "in-memory":
+            monkeypatch.setenv("CHARRNN_CACHE", "off")
+        code, _, err = run_cli(
+            capsys, "train", corpus, "--out", tmp_path / name, "--max-iters", "6", "--val-frac", "0.2", *SMALL
+        )
+        assert code == 0, err
+    models = {name: load_model(tmp_path / name, "latest") for name in runs}
+    first = models["dir"]
+    for name, (model, vocab, meta) in models.items():
+        assert (
+            vocab == first[1]
+            and meta["val_loss"] == first[2]["val_loss"]
+            and meta["corpus"]["sha256"] == first[2]["corpus"]["sha256"]
+        )
+        for param, value in model.params.items():
+            assert np.array_equal(value, first[0].params[param]), (name, param)
+    code, out, err = run_cli(
+        capsys,
+        "eval",
+        tmp_path / "dir",
+        "--which",
+        "latest",
+        "--split",
+        "val",
+        "--batch-size",
+        "4",
+        "--seq-length",
+        "16",
+    )
+    assert code == 0 and f"loss {first[2]['val_loss']:.4f}" in out, err
+
+
+def test_a_prepared_directory_sets_the_encoding_and_fractions_unless_given(tiny_corpus, tmp_path, capsys):
+    run_cli(capsys, "prepare", tiny_corpus, "--out", tmp_path / "p", "--encoding", "bytes", "--val-frac", "0.25")
+    code, _, err = run_cli(capsys, "train", tmp_path / "p", "--out", tmp_path / "run", "--max-iters", "2", *SMALL)
+    assert code == 0, err
+    meta = load_checkpoint(resolve_checkpoint(tmp_path / "run", "latest"))[1]
+    assert meta["corpus"]["encoding"] == "bytes" and meta["train_config"]["val_frac"] == 0.25
+    code, _, err = run_cli(capsys, "train", tmp_path / "p", "--encoding", "utf-8", "--out", tmp_path / "r2", *SMALL)
+    assert_one_line_error(code, err, "was prepared as bytes but --encoding utf-8 was asked for")

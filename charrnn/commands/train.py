@@ -21,7 +21,7 @@ def option(name, help, **kwargs):
 
 
 @click.command()
-@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.argument("file", required=False, type=click.Path())
 @option(
     "--model",
     "cell type (" + "; ".join(f"{c.name}: {c.summary}" for c in CELLS.values()) + ")",
@@ -105,7 +105,12 @@ def option(name, help, **kwargs):
 )
 @click.pass_context
 def train(ctx, file, resume, out, **options):
-    """Train a character-level model on FILE (any text file; --encoding bytes for anything else)."""
+    """Train a character-level model on FILE (any text file; --encoding bytes for anything else).
+
+    FILE may also be a directory made by `charrnn prepare`, whose encoding and split fractions are then
+    the defaults. Either way the ids are memory-mapped: a text file is prepared once into the corpus
+    cache ($CHARRNN_CACHE, else ~/.cache/charrnn; CHARRNN_CACHE=off reads it into memory instead).
+    """
     given = {name for name in options if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
     # Each checkpoint is read once: for the options here, and handed on for the model and state.
     from charrnn.run_dir import read_resume_point
@@ -118,7 +123,13 @@ def train(ctx, file, resume, out, **options):
         config = _resumed_config(point, file, out, options, given)
     else:
         if file is None:
-            raise CharrnnError("name a text file to train on, e.g. charrnn train input.txt (or --resume RUN_DIR)")
+            raise CharrnnError(
+                "name a text file or a prepared directory to train on, e.g. charrnn train input.txt "
+                "(or --resume RUN_DIR)"
+            )
+        from charrnn.corpus_cache import corpus_defaults
+
+        options.update({key: value for key, value in corpus_defaults(file).items() if key not in given})
         if options["init_from"]:
             base = load_model(options["init_from"], which="best")
             _take_base_shape(base[0].config, options, given)
@@ -146,7 +157,7 @@ def _resumed_config(point, file, out, options, given):
         raise CharrnnError(
             f"the checkpoint in {resume} does not record its corpus; pass it: charrnn train FILE --resume {resume}"
         )
-    if not Path(values["corpus"]).is_file():
+    if not Path(values["corpus"]).exists():
         raise CharrnnError(
             f"the run's corpus {values['corpus']} is missing; pass its path: charrnn train FILE --resume {resume}"
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -134,7 +134,7 @@ class Generation:
         self.left = job.length
         self.cancelled = False
         self.dropped = False  # its client stopped reading and its outbox filled
-        self.sampler = None  # the batch's rows for this job, while it runs
+        self.rows = []  # the batch's row of each sample, while the job runs
 
     @property
     def samples(self) -> int:
@@ -163,6 +163,11 @@ class Engine:
         self._cond = threading.Condition()
         self._waiting = deque()
         self._running = []
+        # The batch: one sampler whose first `_active` rows are the running jobs' samples, packed to the
+        # front (a row freed in the middle takes the last one), so each step runs only those rows.
+        self._sampler = Sampler(model, max_streams, threads=1)
+        self._owners = [None] * max_streams  # row: (generation, sample)
+        self._active = 0
         self._stopping = None  # the message jobs get when the engine stops
         self._thread = None
         self.counts = {"finished": 0, "cancelled": 0, "dropped": 0, "steps": 0}
@@ -189,8 +194,9 @@ class Engine:
         """Compiles (or loads from Numba's cache) what a step runs, before any client waits for it."""
         job = Job(np.zeros(1, np.int64), 1, Controls(), 0)
         generation = Generation(job, self.vocab, Outbox(self.outbox_chars))
-        self._join(generation)
-        self._running.append(generation)
+        self._waiting.append(generation)
+        for generation in self._joining():
+            self._join(generation)
         self._step()
         self.counts = dict.fromkeys(self.counts, 0)
 
@@ -209,7 +215,8 @@ class Engine:
         with self._cond:
             if self._stopping is not None:
                 raise EngineBusy(self._stopping)
-            if len(self._waiting) >= self.max_waiting and self._free_rows() < job.num_samples:
+            unclaimed = self._free_rows() - sum(waiting.samples for waiting in self._waiting)
+            if len(self._waiting) >= self.max_waiting and unclaimed < job.num_samples:
                 raise EngineBusy(
                     f"the server is busy: {self.max_streams - self._free_rows()} of {self.max_streams} streams "
                     f"are generating and {len(self._waiting)} requests wait; retry in a moment"
@@ -235,7 +242,7 @@ class Engine:
             }
 
     def _free_rows(self) -> int:
-        return self.max_streams - sum(generation.samples for generation in self._running)
+        return self.max_streams - self._active
 
     # ------------------------------------------------------------------- engine thread
     def _run(self) -> None:
@@ -255,9 +262,8 @@ class Engine:
                 except Exception:  # a bug, not a client's doing: say so to everyone in the batch, keep serving
                     log.exception("the sampling step failed")
                     with self._cond:
-                        for generation in self._running:
-                            generation.outbox.finish("the server failed to generate this text (see its log)")
-                        self._running = []
+                        for generation in list(self._running):
+                            self._leave(generation, "the server failed to generate this text (see its log)")
         with self._cond:
             for generation in [*self._running, *self._waiting]:
                 generation.outbox.finish(self._stopping)
@@ -279,31 +285,50 @@ class Engine:
             generation = self._waiting.popleft()
             free -= generation.samples
             joining.append(generation)
+            generation.rows = list(range(self._active, self._active + generation.samples))
+            for sample, row in enumerate(generation.rows):
+                self._owners[row] = (generation, sample)
+            self._active += generation.samples
         self._running.extend(joining)
         return joining
 
     def _join(self, generation: Generation) -> None:
         """Reads the job's prime into its rows' state and sends the prime text first, as `charrnn sample` prints it."""
         job = generation.job
-        c = job.controls
-        sampler = Sampler(self.model, job.num_samples, c.temperature, c.top_k, c.top_p, c.argmax, threads=1)
-        sampler.set_state(*initial_prediction(self.model, job.prime_ids, self.start_probs))
-        generation.sampler = sampler
+        state, logits = initial_prediction(self.model, job.prime_ids, self.start_probs)
+        for row in generation.rows:
+            self._sampler.set_state(state, logits, streams=row)
+            self._sampler.set_controls(row, **asdict(job.controls))
         if len(job.prime_ids):
             generation.outbox.put([(s, d.feed(job.prime_ids)) for s, d in enumerate(generation.decoders)])
 
     def _leave(self, generation: Generation, error: str | None = "cancelled") -> None:
+        """Frees the job's rows (the last rows move into them) and ends its outbox with `error` (None: done)."""
         self._running.remove(generation)
-        generation.sampler = None
+        for row in sorted(generation.rows, reverse=True):
+            last = self._active - 1
+            if row != last:
+                self._sampler.copy_stream(last, row)
+                owner, sample = self._owners[last]
+                owner.rows[sample] = row
+                self._owners[row] = (owner, sample)
+            self._owners[last] = None
+            self._active -= 1
+        generation.rows = []
         generation.outbox.finish(error)
 
     def _step(self) -> None:
         running = list(self._running)
         steps = min(self.chunk, min(generation.left for generation in running))
+        uniforms = np.empty((steps, self._active))
         for generation in running:
-            ids = generation.sampler.sample(steps, generation.uniforms.take(steps))
+            uniforms[:, generation.rows] = generation.uniforms.take(steps)
+        ids = self._sampler.sample(steps, uniforms, streams=self._active)
+        # Each job's ids are taken before any job leaves: leaving moves other jobs' rows.
+        owns = [ids[:, generation.rows] for generation in running]
+        for generation, own in zip(running, owns):
             generation.left -= steps
-            pieces = [(s, decoder.feed(ids[:, s])) for s, decoder in enumerate(generation.decoders)]
+            pieces = [(s, decoder.feed(own[:, s])) for s, decoder in enumerate(generation.decoders)]
             if generation.left == 0:
                 pieces += [(s, decoder.finish()) for s, decoder in enumerate(generation.decoders)]
             delivered = generation.outbox.put(pieces)

@@ -318,8 +318,8 @@ def read_description(directory) -> dict:
         raise CharrnnError(f"{directory} is not a directory; pass a prepared corpus directory or a text file")
     if not path.is_file():
         raise CharrnnError(
-            f"{directory} is not a prepared corpus (it has no {DESCRIPTION_FILE}); "
-            f"make one with: charrnn prepare FILE --out {directory}"
+            f"{directory} is a directory but not a prepared corpus (it has no {DESCRIPTION_FILE}); pass a text "
+            f"file, or make one with: charrnn prepare FILE --out {directory}"
         )
     again = f"prepare the corpus again with: charrnn prepare FILE --out {directory}"
     try:

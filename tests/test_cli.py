@@ -55,8 +55,8 @@ def test_usage_mistakes_are_one_line(capsys, args, phrases):
 
 
 def test_a_directory_where_a_file_belongs(capsys, tmp_path):
-    code, _, err = run_main(capsys, "train", tmp_path)
-    assert code == 2 and err.count("\n") == 1 and "is a directory" in err
+    code, _, err = run_main(capsys, "train", tmp_path)  # a directory, but not one `charrnn prepare` made
+    assert code == 1 and err.count("\n") == 1 and "is a directory but not a prepared corpus" in err
 
 
 def test_running_out_of_memory_is_one_line(capsys, monkeypatch):

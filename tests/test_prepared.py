@@ -145,7 +145,7 @@ def test_a_failure_while_writing_leaves_no_half_corpus(tmp_path, monkeypatch):
         prepare_corpus(source, out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == [IDS_FILE]  # no temp file; the description removed
     assert (out / IDS_FILE).read_bytes() == old_ids
-    with pytest.raises(CharrnnError, match="is not a prepared corpus .*charrnn prepare FILE --out"):
+    with pytest.raises(CharrnnError, match="is a directory but not a prepared corpus .*charrnn prepare FILE --out"):
         open_prepared(out)
 
 
@@ -243,7 +243,7 @@ def test_missing_pieces_are_refused(prepared_dir, tmp_path):
     with pytest.raises(CharrnnError, match="is not a directory; pass a prepared corpus directory or a text file"):
         open_prepared(tmp_path / "not-there")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CharrnnError, match="is not a prepared corpus .*charrnn prepare FILE --out"):
+    with pytest.raises(CharrnnError, match="is a directory but not a prepared corpus .*charrnn prepare FILE --out"):
         open_prepared(tmp_path / "empty")
     (prepared_dir / DESCRIPTION_FILE).write_text("{not json", encoding="utf-8")
     with pytest.raises(CharrnnError, match="cannot be read as a prepared corpus description"):

@@ -101,6 +101,12 @@
     }
   }
 
+  // The address can fill the controls in, so a setting can be shared as a link:
+  // /?prime=ROMEO:&temperature=0.7&length=300&seed=5 (nothing runs until Generate is pressed).
+  const query = new URLSearchParams(window.location.search);
+  for (const name of ["prime", "temperature", "length", "seed"]) {
+    if (query.has(name)) $(name).value = query.get(name);
+  }
   form.addEventListener("submit", generate);
   stopButton.addEventListener("click", () => controller && controller.abort());
   describe();

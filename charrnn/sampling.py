@@ -25,7 +25,7 @@ import numpy as np
 from charrnn.cells import CELLS, input_shift
 from charrnn.data import BYTES, known_text
 from charrnn.errors import CharrnnError
-from charrnn.kernels.panels import PANEL_MIN_STEPS, packed_weights
+from charrnn.kernels.panels import PANEL_MIN_STEPS, TILE_ROWS, packed_weights
 from charrnn.kernels.sampling import pack_unit_columns, sample_chunk, sample_units, sampling_distribution
 from charrnn.kernels.sync import ARRIVAL_STRIDE
 from charrnn.parallel import run_parts, usable_cores
@@ -40,6 +40,8 @@ SPLIT_UNITS_MIN_HIDDEN = 128
 # the same shape in the process (machine load is the process's, not one sampler's); the first call
 # of a shape may include compiling and is not timed. The text does not depend on the thread count.
 PROBE_EVERY = 8
+# A batch is cut between threads (batch_threads) only where each gets this many streams: two panel tiles.
+BATCH_ROWS_PER_THREAD = 8
 PROBE_MIN_STEPS = 32  # shorter calls are timed, but do not count
 _thread_timings = {}  # (cell, L, H, dtype): {"calls": n, "rates": {threads: characters per second}}
 
@@ -97,6 +99,14 @@ def compiled_net(model, panels: bool = True):
         tuple(packed(W) for W in each("W_h")),
         packed(p["out.W"]),
     )
+
+
+def batch_cuts(streams: int, threads: int) -> list[tuple[int, int]]:
+    """(first, last) streams of each thread's share of a batch: whole 4-row panel tiles, at least
+    BATCH_ROWS_PER_THREAD each (fewer threads where the batch is small)."""
+    parts = max(1, min(threads, streams // BATCH_ROWS_PER_THREAD))
+    bounds = [0] + [round(streams * part / parts / TILE_ROWS) * TILE_ROWS for part in range(1, parts)] + [streams]
+    return list(zip(bounds[:-1], bounds[1:]))
 
 
 def panel_columns(panels, columns: int) -> int:
@@ -173,12 +183,15 @@ class Sampler:
     `sample` continues where it stopped; `set_state`, `set_controls` and `copy_stream` change single
     streams between calls, and `sample(steps, streams=n)` runs only the first n (charrnn serve keeps
     its requests' streams there as they come and go). A stream's text does not depend on which
-    others run beside it. One stream runs the unit-split loop on `threads` threads (default: timed,
+    others run beside it, so `batch_threads` may cut a batch between threads (see batch_cuts) and
+    leave every bit as it was. One stream runs the unit-split loop on `threads` threads (default: timed,
     see PROBE_EVERY); with more than one it reads a packed copy of the weights made at its first
     call, so a sampler sees the weights as they were then (make a new one after training further).
     """
 
-    def __init__(self, model, streams: int, temperature=1.0, top_k=0, top_p=1.0, argmax=False, threads=None):
+    def __init__(
+        self, model, streams: int, temperature=1.0, top_k=0, top_p=1.0, argmax=False, threads=None, batch_threads=1
+    ):
         check_controls(temperature, top_k, top_p)
         if streams < 1:
             raise CharrnnError(f"the number of samples must be at least 1, got {streams}")
@@ -186,7 +199,10 @@ class Sampler:
             raise CharrnnError(f"threads must be at least 1, got {threads}")
         cfg, dtype = model.config, model.dtype
         L, H, GH, V, B = cfg.layers, cfg.hidden, cfg.gate_width, cfg.vocab_size, streams
-        self.model, self.streams = model, streams
+        if batch_threads < 1:
+            raise CharrnnError(f"batch threads must be at least 1, got {batch_threads}")
+        self.model, self.streams, self.batch_threads = model, streams, batch_threads
+        self._scratch = {}  # each batch thread's draw arrays
         self.controls = Controls(
             np.full(B, float(temperature)), np.full(B, int(top_k)), np.full(B, float(top_p)), np.full(B, bool(argmax))
         )
@@ -313,18 +329,32 @@ class Sampler:
         if self.workers:
             self._sample_units(out, uniforms)
             return out
-        if n == self.streams:
-            sample_chunk(out, uniforms, self.logits, self.h, self.c, self._net, self.controls, self._work)
-            return out
-        rows_first = ("ids", "x_product", "recurrent", "out_product")
-        rows_second = ("gates", "h_seq", "c_seq", "aux_seq", "x_hat", "r_hat", "c_hat", "rstd")
-        work = self._work._replace(
-            **{name: getattr(self._work, name)[:n] for name in rows_first},
-            **{name: getattr(self._work, name)[:, :n] for name in rows_second},
+        cuts = batch_cuts(n, self.batch_threads)
+        run_parts(
+            [partial(self._sample_rows, part, first, last, out, uniforms) for part, (first, last) in enumerate(cuts)]
         )
-        controls = Controls(*(field[:n] for field in self.controls))
-        sample_chunk(out, uniforms, self.logits[:n], self.h[:, :n], self.c[:, :n], self._net, controls, work)
         return out
+
+    def _sample_rows(self, part, first, last, out, uniforms):
+        """The batched loop over streams first..last-1 (their own rows of every array; scratch of their own)."""
+        rows = slice(first, last)
+        if part not in self._scratch:
+            self._scratch[part] = tuple(
+                np.empty_like(getattr(self._work, name)) for name in ("weights", "order", "scratch")
+            )
+        weights, order, scratch = self._scratch[part]
+        work = self._work._replace(
+            **{name: getattr(self._work, name)[rows] for name in ("ids", "x_product", "recurrent", "out_product")},
+            **{name: getattr(self._work, name)[:, rows] for name in self._STEP_ROWS},
+            weights=weights,
+            order=order,
+            scratch=scratch,
+        )
+        controls = Controls(*(field[rows] for field in self.controls))
+        h, c = self.h[:, rows], self.c[:, rows]
+        sample_chunk(out[:, rows], uniforms[:, rows], self.logits[rows], h, c, self._net, controls, work)
+
+    _STEP_ROWS = ("gates", "h_seq", "c_seq", "aux_seq", "x_hat", "r_hat", "c_hat", "rstd")
 
     def _threads_for_next_call(self):
         if not self._adaptive:

@@ -14,6 +14,7 @@ from charrnn.optim import make_optimizer
 from charrnn.sampling import (
     Sampler,
     StreamDecoder,
+    batch_cuts,
     beam_search,
     beam_search_ids,
     encode_prime,
@@ -261,6 +262,24 @@ def test_a_stream_computes_the_same_bits_whatever_streams_run_beside_it(cell):
 def together_state(sampler, stream):
     state = np.stack([sampler.h[:, stream : stream + 1], sampler.c[:, stream : stream + 1]])
     return state, sampler.logits[stream]
+
+
+@pytest.mark.parametrize("streams", [20, 17])
+def test_a_batch_cut_between_threads_gives_the_same_bits(lstm, streams):
+    model, vocab = lstm
+    uniforms = np.random.default_rng(8).random((30, streams))
+    samplers = []
+    for threads in (1, 2):
+        sampler = Sampler(model, 24, batch_threads=threads)
+        for stream in range(streams):
+            sampler.set_state(*initial_prediction(model, encode_prime(vocab, "the "[: stream % 4])), streams=stream)
+            sampler.set_controls(stream, **STREAM_CONTROLS[stream % len(STREAM_CONTROLS)])
+        samplers.append((sampler, sampler.sample(30, uniforms, streams=streams)))
+    (one, ids_one), (two, ids_two) = samplers
+    assert batch_cuts(streams, 2) == [(0, 8), (8, streams)]  # whole tiles, two threads
+    assert batch_cuts(15, 2) == [(0, 15)]  # too few streams for two
+    assert np.array_equal(ids_one, ids_two)
+    assert np.array_equal(one.h, two.h) and np.array_equal(one.c, two.c) and np.array_equal(one.logits, two.logits)
 
 
 def test_sampling_the_first_streams_leaves_the_others_alone(lstm):

@@ -153,6 +153,7 @@ class Engine:
         max_waiting: int | None = None,
         chunk: int = DEFAULT_CHUNK,
         outbox_chars: int = DEFAULT_OUTBOX_CHARS,
+        threads: int = 1,
     ):
         if max_streams < 1:
             raise CharrnnError(f"--max-streams must be at least 1, got {max_streams}")
@@ -165,7 +166,9 @@ class Engine:
         self._running = []
         # The batch: one sampler whose first `_active` rows are the running jobs' samples, packed to the
         # front (a row freed in the middle takes the last one), so each step runs only those rows.
-        self._sampler = Sampler(model, max_streams, threads=1)
+        # `threads` share each step, cut by streams (Sampler's batch_threads: same bits however cut);
+        # a lone stream (--max-streams 1) runs the unit split on them instead.
+        self._sampler = Sampler(model, max_streams, threads=threads, batch_threads=threads)
         self._owners = [None] * max_streams  # row: (generation, sample)
         self._active = 0
         self._stopping = None  # the message jobs get when the engine stops

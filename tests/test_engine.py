@@ -31,10 +31,11 @@ def lstm():
     return model, vocab, counts / counts.sum()
 
 
-@pytest.fixture
-def engine(lstm):
+@pytest.fixture(params=[(4, 1), (16, 2)], ids=["4 rows", "16 rows on 2 threads"])
+def engine(lstm, request):
     model, vocab, unigram = lstm
-    engine = Engine(model, vocab, unigram, max_streams=4, chunk=7)
+    rows, threads = request.param
+    engine = Engine(model, vocab, unigram, max_streams=rows, chunk=7, threads=threads)
     engine.start()
     yield engine
     engine.stop()
@@ -97,7 +98,7 @@ def test_texts_are_charrnn_samples_alone_or_among_others(engine, lstm):
     alone = [run(engine, job) for job in jobs]
     assert [texts for texts, _ in alone] == expected
     assert all(end == ("done", None) for _, end in alone)
-    for workers in (3, 4):  # more jobs than rows: they wait, join, and move rows as others leave
+    for workers in (3, min(len(jobs), engine.max_streams)):  # jobs wait, join and move rows as others leave
         with ThreadPoolExecutor(workers) as pool:
             together = list(pool.map(lambda job: run(engine, job), jobs))
         assert [texts for texts, _ in together] == expected

@@ -75,6 +75,12 @@ def _listening_socket(host, port):
     type=click.IntRange(min=1),
     help="characters a streaming client may leave unread before it is dropped (so it never holds up the others)",
 )
+@click.option(
+    "--threads",
+    default=None,
+    type=click.IntRange(min=1),
+    help="threads sharing each step of the batch, cut by streams (the text is the same) [default: 2, or 1 on one core]",
+)
 @click.option("--access-log", is_flag=True, help="log every request")
 @click.option(
     "--which",
@@ -83,7 +89,7 @@ def _listening_socket(host, port):
     type=click.Choice(["best", "latest"]),
     help="for a run directory: its best (lowest validation loss) or latest checkpoint",
 )
-def serve(checkpoint, host, port, max_length, max_prime, max_streams, max_unread, access_log, which):
+def serve(checkpoint, host, port, max_length, max_prime, max_streams, max_unread, threads, access_log, which):
     """Serve CHECKPOINT over HTTP: a page at /, and POST /v1/generate for programs (streamed or whole).
 
     Requests arriving together share one batched sampling loop; a seed gives the text
@@ -99,17 +105,23 @@ def serve(checkpoint, host, port, max_length, max_prime, max_streams, max_unread
     from charrnn.commands.evaluate import checkpoint_info
     from charrnn.commands.sample import start_probabilities
     from charrnn.engine import Engine
+    from charrnn.parallel import usable_cores
     from charrnn.saved import load_model
 
+    sock = _listening_socket(host, port)  # first: a port in use is said before any loading
     source = resolve_checkpoint(checkpoint, which)
     model, vocab, meta = load_model(source)
     info = checkpoint_info(source)
     engine = Engine(
-        model, vocab, start_probabilities(meta, len(vocab)), max_streams=max_streams, outbox_chars=max_unread
+        model,
+        vocab,
+        start_probabilities(meta, len(vocab)),
+        max_streams=max_streams,
+        outbox_chars=max_unread,
+        threads=threads or min(2, usable_cores()),
     )
     engine.warm_up()  # compiles (or loads) the kernels before the first client waits for them
     limits = Limits(max_length=max_length, max_prime=max_prime)
-    sock = _listening_socket(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     config = uvicorn.Config(
         create_app(engine, vocab, info, limits),

@@ -47,6 +47,7 @@ from charrnn.checkpoint import atomic_write
 from charrnn.errors import CharrnnError
 from charrnn.tune_space import (
     TUNE_MANAGED,
+    baseline,
     check_space,
     default_space,
     describe_options,
@@ -376,6 +377,9 @@ class Tuner:
             self.study.set_user_attr(ATTRIBUTE, made)
             stored = self.study.user_attrs.get(ATTRIBUTE) or made
             self.new_study = True
+            if not cfg.space_file:
+                start = baseline(space, self.fixed, self.defaults)
+                self.study.enqueue_trial(start, skip_if_exists=True)
         else:
             self.new_study = False
             self._check_same_study(stored, made)
@@ -452,18 +456,22 @@ class Tuner:
         """Runs trials until the budget (or --trials) is used up; returns 'finished' or 'interrupted'."""
         self.fail_dead_trials()
         self.describe_start()
-        workers = [threading.Thread(target=self._worker, name=f"tune-worker-{k}") for k in range(self.config.workers)]
+        done = [threading.Event() for _ in range(self.config.workers)]
+        workers = [
+            threading.Thread(target=self._worker, args=(finished,), name=f"tune-worker-{k}")
+            for k, finished in enumerate(done)
+        ]
         previous = _handle_sigterm()
         try:
             for worker in workers:
                 worker.start()
-            self._join(workers)
+            _wait(done)
         except KeyboardInterrupt:
             self.interrupted = True
             self.stop.set()
             if self.running:
                 self.log(f"interrupted: stopping {len(self.running)} running trial(s); each saves a checkpoint")
-            self._join(workers)
+            _wait(done)
         finally:
             _restore_sigterm(previous)
         self.fail_dead_trials()
@@ -483,12 +491,6 @@ class Tuner:
             raise self.fatal
         return "interrupted" if self.interrupted else "finished"
 
-    @staticmethod
-    def _join(workers):
-        while any(worker.is_alive() for worker in workers):
-            for worker in workers:
-                worker.join(timeout=0.2)
-
     def _may_start(self):
         """None if a trial may start now, else why not."""
         trials = self.trials()
@@ -502,7 +504,13 @@ class Tuner:
             return f"{spent / 60:.1f} of {self.config.minutes:g} min spent, and a trial takes about {needed / 60:.1f}"
         return None
 
-    def _worker(self):
+    def _worker(self, done):
+        try:
+            self._trials_until_done()
+        finally:
+            done.set()
+
+    def _trials_until_done(self):
         while not self.stop.is_set():
             self._start_lock.acquire()
             self._local.holds_start = True
@@ -715,6 +723,13 @@ def _release_lock(handle):
         with suppress(OSError):
             os.unlink(handle.name)
         handle.close()
+
+
+def _wait(done):
+    """Until every worker has set its event. Not Thread.join: a Ctrl-C that lands inside join() can leave
+    the thread marked finished while it still runs (CPython 3.11), and the tune would report too early."""
+    while not all(event.is_set() for event in done):
+        time.sleep(0.2)
 
 
 def _handle_sigterm():

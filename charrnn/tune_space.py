@@ -265,6 +265,29 @@ def values_to_check(param) -> list:
     return [param["low"], param["high"]]
 
 
+def baseline(space: list[dict], fixed: dict, defaults: dict) -> dict:
+    """The first trial of a new study: train's defaults, each moved to the nearest value the space holds,
+    so the search starts from the model `charrnn train` would make rather than from a random point."""
+    params = {}
+    for param in space:
+        name = param["name"]
+        if name in fixed or "value" in param or name not in defaults:
+            continue
+        default = defaults[name]
+        if "choices" in param:
+            numeric = isinstance(default, (int, float)) and all(isinstance(c, (int, float)) for c in param["choices"])
+            if default in param["choices"]:
+                params[name] = default
+            elif numeric:
+                params[name] = min(param["choices"], key=lambda choice: abs(choice - default))
+            else:
+                params[name] = param["choices"][0]
+        else:
+            value = min(max(default, param["low"]), param["high"])
+            params[name] = int(round(value)) if param.get("int") else float(value)
+    return params
+
+
 def suggest(trial, space: list[dict], fixed: dict, defaults: dict) -> dict:
     """The train options of one trial: {name: value} for the space's parameters not fixed by the user.
 

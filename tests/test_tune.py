@@ -33,7 +33,8 @@ value = 1
 [lr]
 choices = [0.01, 0.00001]
 """
-FIXED = ("--", "--batch-size", "10", "--seq-length", "20", "--print-every", "50")
+# No epoch limit: on a quiet machine 50 epochs of this corpus take less than a trial's time.
+FIXED = ("--", "--batch-size", "10", "--seq-length", "20", "--print-every", "50", "--max-epochs", "0")
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,7 @@ def test_pruning_stops_a_trial_early(pruned_study):
         )
     for trial in complete:
         assert trial.user_attrs["train_seconds"] >= 0.9 * 6
+        assert "stopped (reached --max-minutes 0.1)" in (Path(trial.user_attrs["run_dir"]) / "train.log").read_text()
         assert trial.value == pytest.approx(min(trial.intermediate_values.values()))
 
 
@@ -173,6 +175,38 @@ def test_sqlite_study_continues_after_kill_9(corpus, space, tmp_path, capsys):
     # The budget counts the killed trial: what ran after it fits in what was left.
     assert spent_seconds(trials) <= 0.35 * 60 + 3
     assert spent_seconds(trials[1:]) <= 0.35 * 60 - spent_before + 3
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the trial's process")
+def test_ctrl_c_stops_the_running_trial_with_a_checkpoint(corpus, space, tmp_path):
+    out = tmp_path / "study"
+    args = [str(a) for a in tune_args(corpus, space, out, "--minutes", "5")]
+    tune = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    run_dir = out / "trials" / "trial-0000"
+    try:
+        _wait_for(lambda: b'"eval": true' in _read(run_dir / "metrics.jsonl"), 120, "the first trial's evaluation")
+        tune.send_signal(
+            signal.SIGINT
+        )  # what a Ctrl-C at the terminal sends the tune (its trials have their own session)
+        stdout, stderr = tune.communicate(timeout=60)
+    finally:
+        if tune.poll() is None:
+            tune.kill()
+    assert tune.returncode == 130 and "Traceback" not in stdout + stderr, stdout + stderr
+    assert not _processes_running(str(run_dir))
+    assert "interrupted: saving a checkpoint" in (run_dir / "train.log").read_text()
+    assert (run_dir / json.loads((run_dir / "latest.json").read_text())["file"]).is_file()
+    assert [t.state.name for t in load(out).trials] == ["FAIL"]
+    lines = stdout.splitlines()
+    # The summary comes once the trial has stopped, and counts it as failed.
+    assert (
+        lines.index("interrupted: stopping 1 running trial(s); each saves a checkpoint")
+        < next(k for k, line in enumerate(lines) if line.startswith("trial 0 interrupted at"))
+        < next(k for k, line in enumerate(lines) if line.startswith("study corpus-0.1min: "))
+    )
+    assert "1 trial(s): 1 fail" in stdout
 
 
 def _read(path):

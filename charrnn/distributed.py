@@ -115,15 +115,10 @@ class World:
             lower, upper = batch - batch % self.size, batch + self.size - batch % self.size
             raise AgreedError(
                 f"--batch-size {batch} does not split evenly between {self.size} ranks; use a multiple of "
-                f"{self.size} (e.g. {lower or upper} or {upper}), or start {self._divisor_hint(batch)} ranks"
+                f"{self.size} (e.g. {lower or upper} or {upper}), or start a number of ranks that divides {batch}"
             )
         share = batch // self.size
         return self.rank * share, share
-
-    def _divisor_hint(self, batch):
-        divisors = [n for n in range(2, min(batch, 4 * self.size) + 1) if batch % n == 0]
-        near = min(divisors, key=lambda n: abs(n - self.size), default=1)
-        return str(near)
 
     def thread_share(self, budget: int, cores_here: int, cores_machine: int) -> int:
         """Threads this rank's plan may use: its launcher's binding when it bound the rank to fewer
@@ -175,16 +170,31 @@ class World:
     def watch_peers(self, resume_hint: str) -> None:
         """When the launcher stops the job (SIGTERM: a rank died, or the job was cancelled), prints one
         line saying which rank died, where that can be seen (ranks on this node), and how to resume;
-        the lowest rank still alive on the node prints it. SIGTERM must be blocked before MPI starts
-        its threads (block_termination), so this thread alone receives it."""
+        the lowest rank still alive on the node prints it.
+
+        The main thread may be blocked inside an MPI call then, where no Python signal handler runs, and
+        the signal may reach any thread (the BLAS's among them). So the handlers only make Python write
+        the signal's number to a socket (signal.set_wakeup_fd, done in C by whichever thread got it),
+        and a thread of ours waiting on that socket does the rest."""
         if self.comm is None:
             return
         self._peers = self.gather((self.rank, socket.gethostname(), os.getpid()))
+        receiver, sender = socket.socketpair()
+        sender.setblocking(False)
+        signal.set_wakeup_fd(sender.fileno(), warn_on_full_buffer=False)
+        for number in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, lambda signum, frame: None)
+        self._wakeup = (receiver, sender)  # kept open for the life of the process
         thread = threading.Thread(target=self._wait_for_the_end, args=(resume_hint,), daemon=True)
         thread.start()
 
     def _wait_for_the_end(self, resume_hint):
-        received = signal.sigwait({signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+        receiver = self._wakeup[0]
+        while True:
+            received = receiver.recv(1)
+            # SIGINT (Ctrl-C) is the trainer's: it finishes its iteration and rank 0 saves a checkpoint.
+            if not received or received[0] in (signal.SIGTERM, signal.SIGHUP):
+                break
         host = socket.gethostname()
         local = [(rank, pid) for rank, peer_host, pid in self._peers if peer_host == host]
         dead = [rank for rank, pid in local if not _alive(pid)]
@@ -196,8 +206,7 @@ class World:
             who = ", ".join(f"rank {rank} (pid {dict(local)[rank]} on {host})" for rank in dead)
             message = f"{who} of {self.size} died (killed or crashed), so the job is stopping; {resume_hint}"
         elif self.rank == 0:
-            why = "interrupted" if received == signal.SIGINT else "stopped by its launcher"
-            message = f"the MPI job was {why} (a rank on another node died, or the job was cancelled); {resume_hint}"
+            message = f"the MPI job was stopped by its launcher (a rank on another node died, or the job was cancelled); {resume_hint}"
         if message:
             os.write(2, f"charrnn: error: {message}\n".encode())
         os._exit(1)
@@ -210,18 +219,17 @@ class World:
             os.write(2, f"charrnn: error: {message}\n".encode())
         if self.comm is None:
             return
+        self.leaving()
+        sys.stderr.flush()
+        self.comm.Abort(1)
+
+    def leaving(self) -> None:
+        """Marks the job, on this node, as ended by a rank that said why (an error, a Ctrl-C), so the
+        other ranks' watchers do not report it as a death."""
         try:
             _marker(self._peers).touch()
         except OSError:
             pass
-        sys.stderr.flush()
-        self.comm.Abort(1)
-
-
-def block_termination() -> None:
-    """Blocks SIGTERM, SIGINT and SIGHUP in this thread and every thread started after it (MPI's own
-    among them), so watch_peers's thread alone receives them."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 def _alive(pid: int) -> bool:
@@ -251,7 +259,6 @@ def join_world() -> World:
     if launched is None:
         return World()
     rank, size = launched
-    block_termination()
     try:
         import mpi4py
 
@@ -321,3 +328,74 @@ class StepReducer:
             bool(buffer[self._FAILED] > 0),
             bool(buffer[self._STOP] > 0),
         )
+
+
+class DataParallel:
+    """A Trainer's share of the work as one of the world's ranks; with World() (one process) every
+    method is what one process does, and costs nothing."""
+
+    def __init__(self, world: World, model, batch: int):
+        self.world = world
+        first, count = world.stream_share(batch)
+        self.rows = slice(first, first + count)
+        self.reducer = None
+        self._stop_vote = self._stop_agreed = False
+        if world.distributed:
+            model.stream_share = (first, batch)
+            shape = model.initial_state(batch).shape
+            self.reducer = StepReducer(world, model.params, shape)
+
+    def loss_and_grads(self, model, inputs, targets, carried, grads, rng):
+        """(loss, carried state) of the whole batch's window, its gradients in `grads`: this rank's
+        streams forward and backward, then the one allreduce of the iteration, so the gradients, the
+        loss and the state are the whole batch's on every rank. A loss that is not finite on any rank
+        raises NonFiniteLoss on every rank, so they all roll back together."""
+        from charrnn.model import NonFiniteLoss
+
+        if self.reducer is None:
+            return model.loss_and_grads(inputs, targets, carried, grads, rng)
+        rows, failure = self.rows, None
+        try:
+            loss, rows_state = model.loss_and_grads(inputs[rows], targets[rows], carried[:, :, rows], grads, rng)
+        except NonFiniteLoss as error:
+            loss, rows_state, failure = 0.0, None, error
+        loss, carried, failed, self._stop_agreed = self.reducer.reduce(
+            grads, loss, rows_state, rows, failure is not None, self._stop_vote
+        )
+        if failed:
+            raise NonFiniteLoss(str(failure) if failure else "the loss became non-finite on another rank")
+        return loss, carried
+
+    def time_is_up(self, here: bool) -> bool:
+        """Whether a time limit ends the run: this process's clock alone, or, between ranks, whether any
+        rank's clock said so at the last iteration (every rank stops after the same iteration)."""
+        if self.reducer is None:
+            return here
+        self._stop_vote = here
+        return self._stop_agreed
+
+    def check_params(self, params, iteration: int, every: int = CHECK_EVERY) -> None:
+        if self.reducer is not None and iteration % every == 0:
+            self.world.check_same_params(params, iteration)
+
+    def together(self, make):
+        """make() on every rank; a CharrnnError on any of them becomes, on every rank, an AgreedError
+        with the first one's words (naming its rank), so rank 0 prints it and no rank waits for another."""
+        return together(self.world, make)
+
+
+def together(world: World, make):
+    """See DataParallel.together: for steps every rank takes before training (starting the run)."""
+    if world.comm is None:
+        return make()
+    result = failure = None
+    try:
+        result = make()
+    except CharrnnError as error:
+        failure = str(error)
+    failures = world.gather(failure)
+    for rank, message in enumerate(failures):
+        if message is not None:
+            same = all(other == message for other in failures)
+            raise AgreedError(message if same or rank == 0 else f"rank {rank}: {message}")
+    return result

@@ -10,6 +10,8 @@ optimizer, logs, and now and then evaluates and saves. Its parts live beside it:
     charrnn.train_corpus   what the run reads: vocabulary, train and validation ids
     charrnn.train_state    what the run changes, and how that becomes a checkpoint and back
     charrnn.run_dir        what the run writes: checkpoints and pointers, metrics.jsonl, samples, loss.png
+    charrnn.distributed    an MPI job's ranks: each runs its share of the streams, the gradients are summed
+                           between backward and clipping (DataParallel), rank 0 alone evaluates and writes
 
 A resumed run reads its checkpoint once (a charrnn.run_dir.ResumePoint) and continues bit for bit:
 N iterations + resume + N more equals 2N straight.
@@ -24,6 +26,7 @@ from dataclasses import asdict
 
 import numpy as np
 
+from charrnn.distributed import DataParallel, World, together
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_loss
 from charrnn.model import NonFiniteLoss
@@ -43,12 +46,6 @@ class Diverged(Exception):
     """The gradient norm is not finite, or the loss exploded: roll back."""
 
 
-def reduce_gradients(grads, loss):
-    """Where data-parallel training would sum the gradients and average the loss over its processes;
-    one process trains here, so both stay as they are."""
-    return loss
-
-
 def guard(loss, norm, first_loss):
     if not math.isfinite(norm):
         raise Diverged(f"the gradient norm became {norm}")
@@ -57,17 +54,26 @@ def guard(loss, norm, first_loss):
 
 
 class Trainer:
-    def __init__(self, config, resume_from=None, log=print, clock=time.perf_counter, base=None):
+    def __init__(self, config, resume_from=None, log=print, clock=time.perf_counter, base=None, world=None):
         """resume_from: a run directory, or the ResumePoint already read from one. base: the --init-from
         checkpoint as charrnn.saved.load_model gives it, when the caller has loaded it already.
-        clock: times every duration the run measures or limits (tests pass a fake one)."""
+        clock: times every duration the run measures or limits (tests pass a fake one). world: the
+        charrnn.distributed.World of an MPI job (default: this process alone)."""
         config.validate()
         self.config, self.log, self.clock = config, log, clock
-        start = start_run(config, resume_from, log, base)
+        self.world = world = world or World()
+        start = together(world, lambda: start_run(config, resume_from, log, base, world))
         self.run_dir, self.continuing, self.corpus = start.run_dir, start.continuing, start.corpus
         self.model, self.state = start.model, start.state
         self.vocab, self.unigram = self.corpus.vocab, self.corpus.unigram
         self.grads = self.model.zeros_like_params()
+        # Between backward and clipping, the ranks of an MPI job sum their gradients (charrnn.distributed).
+        self.parallel = DataParallel(world, self.model, config.batch_size)
+        if world.distributed:
+            record = {key: value for key, value in self.corpus.record.items() if key != "path"}
+            options = {key: value for key, value in asdict(config).items() if key not in ("corpus", "out")}
+            world.check_same_start({**options, **record, "vocab": self.vocab.to_dict(), "out": str(self.run_dir.path)})
+            world.check_same_params(self.model.params, self.state.iteration)
         self.last_loss = math.nan  # the last iteration's, for an evaluation when the run stops
         self._rollbacks = 0  # divergences in a row
 
@@ -105,8 +111,7 @@ class Trainer:
                         # Forward and backward.
                         for grad in grads.values():
                             grad.fill(0.0)
-                        loss, carried = model.loss_and_grads(inputs, targets, carried, grads, state.rng)
-                        loss = reduce_gradients(grads, loss)
+                        loss, carried = self.parallel.loss_and_grads(model, inputs, targets, carried, grads, state.rng)
                         if state.first_loss is None:
                             state.first_loss = loss
                         # Clip by global norm (or just measure it), then guard against divergence.
@@ -122,6 +127,7 @@ class Trainer:
                     state.optimizer.step(model.params, grads)
                     state.carried, state.iteration = carried, state.iteration + 1
                     self._rollbacks = 0
+                self.parallel.check_params(model.params, state.iteration)
 
                 # Log.
                 window_iters += 1
@@ -192,7 +198,7 @@ class Trainer:
             return f"reached the cosine's end at iteration {state.schedule_end}, fitted to --max-minutes {cfg.max_minutes:g}"
         if cfg.max_epochs and state.epoch >= cfg.max_epochs:
             return f"reached --max-epochs {cfg.max_epochs:g}"
-        if cfg.max_minutes and (self.clock() - started) >= cfg.max_minutes * 60:
+        if cfg.max_minutes and self.parallel.time_is_up(self.clock() - started >= cfg.max_minutes * 60):
             return f"reached --max-minutes {cfg.max_minutes:g}"
         return None
 
@@ -253,7 +259,8 @@ class Trainer:
                 f"warning: the budget holds about {end} iterations, too few to get past --warmup-iters "
                 f"{cfg.warmup_iters}; raise --max-minutes or lower --warmup-iters"
             )
-        state.schedule_end = max(end, state.iteration + 1, cfg.warmup_iters + 1)  # passed already: the budget stops it
+        end = max(end, state.iteration + 1, cfg.warmup_iters + 1)  # passed already: the budget stops it
+        state.schedule_end = self.world.broadcast(end)  # rank 0's measurement, for every rank
         self.log(
             f"schedule: cosine fixed to end at iteration {state.schedule_end} (measured {per_iter * 1000:.0f} ms/iter "
             f"over iterations {state.iteration - MEASURE_ITERS + 1}-{state.iteration}, evaluations ~{per_eval:.3g} s "
@@ -265,7 +272,7 @@ class Trainer:
     def _evaluate_and_save(self, train_loss):
         cfg, state = self.config, self.state
         val_loss = None
-        if len(self.corpus.val) >= 2:
+        if len(self.corpus.val) >= 2 and self.run_dir.writer:  # the ranks of an MPI job leave it to rank 0
             started = self.clock()
             val_loss = evaluate_loss(self.model, self.corpus.val, cfg.batch_size, cfg.seq_length)["loss_nats"]
             seconds = self.clock() - started
@@ -294,6 +301,7 @@ class Trainer:
         is_best = self.state.note_val_loss(val_loss)
         meta, arrays = self.state.to_checkpoint(val_loss)
         meta.update(train_config=asdict(self.config), corpus=self.corpus.record, unigram=self.unigram)
+        meta["world_size"] = self.world.size
         return self.run_dir.save_checkpoint(
             self.model, self.vocab, meta, arrays, val_loss, is_best, keep_last=self.config.keep_last
         )
@@ -302,6 +310,8 @@ class Trainer:
         from charrnn.sampling import generate
 
         cfg, state = self.config, self.state
+        if not self.run_dir.writer:
+            return
         seed = cfg.seed * 1_000_003 + state.iteration  # its own stream: sampling never moves the training RNG
         chunks = generate(
             self.model,
@@ -332,5 +342,5 @@ def interrupts_deferred():
         raise KeyboardInterrupt
 
 
-def run_training(config, resume_from=None, log=print, base=None):
-    return Trainer(config, resume_from=resume_from, log=log, base=base).run()
+def run_training(config, resume_from=None, log=print, base=None, world=None):
+    return Trainer(config, resume_from=resume_from, log=log, base=base, world=world).run()

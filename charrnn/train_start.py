@@ -6,12 +6,14 @@ reading; nothing is built to be thrown away. A fresh run chooses its plan (charr
 --plan names one. `warm_up` compiles what the run will use before its clock starts.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from charrnn.data import BatchLoader
+from charrnn.distributed import World
 from charrnn.errors import CharrnnError
 from charrnn.model import Model, ModelConfig
 from charrnn.optim import clip_grad_norm, clip_grad_value, make_optimizer
@@ -33,14 +35,17 @@ class Start:
     state: TrainState
 
 
-def start_run(config, resume_from=None, log=print, base=None):
+def start_run(config, resume_from=None, log=print, base=None, world=None):
     """A Start for `config` (validated already). resume_from: a run directory, or the ResumePoint read
     from one. base: the --init-from checkpoint as charrnn.saved.load_model gives it, if loaded already.
+    world: the charrnn.distributed.World this process is a rank of (default: one process); only its
+    writer writes the run directory, and each rank plans for its share of the batch and the cores.
     The run directory is created last, so a run refused for its corpus, options or checkpoint leaves
     no empty directory behind."""
+    world = world or World()
     source = resume_from.run_dir if isinstance(resume_from, ResumePoint) else resume_from
     continuing = source is not None and Path(config.out).resolve() == Path(source).resolve()
-    run_dir = RunDir(config.out, continuing=continuing)
+    run_dir = RunDir(config.out, continuing=continuing, writer=world.writer)
     if source is not None and not isinstance(resume_from, ResumePoint):
         resume_from = read_resume_point(source, log)
 
@@ -60,7 +65,7 @@ def start_run(config, resume_from=None, log=print, base=None):
         config.model, len(corpus.vocab), config.hidden, config.layers, config.dropout, config.weight_drop
     )
     if resume_from is None:
-        model = _new_model(config, model_config, base if config.init_from else None, log)
+        model = _new_model(config, model_config, base if config.init_from else None, log, world)
         state = TrainState.start(config, model, loader)
     else:
         model, saved_vocab = saved
@@ -71,6 +76,13 @@ def start_run(config, resume_from=None, log=print, base=None):
             resume_from.arrays, resume_from.meta, model, loader, config.batch_size, resume_from.path
         )
         log(f"resumed from {resume_from.path} at iteration {state.iteration} (epoch {state.epoch:.2f})")
+        ranks = resume_from.meta.get("world_size", 1)
+        if ranks != world.size:
+            # The recorded plan was for another share of the batch and of the cores; bits differ anyway.
+            model.plan = _plan(config, model.config, log, world)
+            log(
+                f"note: the checkpoint was trained on {ranks} rank(s), this run has {world.size}: {model.plan.describe()}"
+            )
         used = model.plan.parts(config.batch_size, config.hidden)
         if used > usable_cores():
             log(
@@ -81,7 +93,7 @@ def start_run(config, resume_from=None, log=print, base=None):
     return Start(run_dir, continuing, corpus, model, state)
 
 
-def _new_model(config, model_config, base, log):
+def _new_model(config, model_config, base, log, world):
     """Random weights seeded by --seed, or a copy of the base model's, on this machine's plan."""
     params = None
     if base is not None:
@@ -94,12 +106,19 @@ def _new_model(config, model_config, base, log):
             )
         params = {name: value.copy() for name, value in base[0].params.items()}
     model = Model(model_config, params=params, dtype=np.float32, seed=config.seed)
-    model.plan = (
-        choose_plan(model_config, config.batch_size, config.seq_length, note=log)
-        if config.plan == "auto"
-        else Plan(config.plan, thread_budget())
-    )
+    model.plan = _plan(config, model_config, log, world)
     return model
+
+
+def _plan(config, model_config, log, world):
+    """--plan, or the plan timed for this rank's share of the batch on its share of the cores."""
+    threads = thread_budget()
+    if world.distributed:
+        threads = world.thread_share(threads, usable_cores(), os.cpu_count() or usable_cores())
+    if config.plan != "auto":
+        return Plan(config.plan, threads)
+    streams = world.stream_share(config.batch_size)[1]
+    return choose_plan(model_config, streams, config.seq_length, note=log, threads=threads)
 
 
 def warm_up(model, optimizer, vocab, unigram, batch_size):

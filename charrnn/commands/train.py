@@ -112,6 +112,39 @@ def train(ctx, file, resume, out, **options):
     cache ($CHARRNN_CACHE, else ~/.cache/charrnn; CHARRNN_CACHE=off reads it into memory instead).
     """
     given = {name for name in options if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    from charrnn import distributed
+
+    # Under mpirun/srun this process is one rank of a job; without a launcher, a world of one.
+    try:
+        world = distributed.join_world()
+    except distributed.AgreedError:
+        launched = distributed.world_from_environment()
+        if launched and launched[0] != 0:
+            sys.exit(1)  # rank 0 says it
+        raise
+    if not world.distributed:
+        return _train(file, resume, out, options, given, world, click.echo)
+    log = click.echo if world.writer else _silent
+    try:
+        _train(file, resume, out, options, given, world, log)
+    except SystemExit:
+        world.leaving()  # interrupted: rank 0 saved a checkpoint and said so
+        raise
+    except distributed.AgreedError:
+        if not world.writer:
+            sys.exit(1)
+        raise  # one line from rank 0; every rank stops here
+    except BaseException as error:  # noqa: B036 (a rank that stops alone must stop the job, or the others wait)
+        if world.writer or not isinstance(error, CharrnnError):
+            world.abort(error)  # one line, then MPI ends every rank
+        sys.exit(1)  # the other ranks meet the same error; rank 0 said it
+
+
+def _silent(message):
+    pass
+
+
+def _train(file, resume, out, options, given, world, log):
     # Each checkpoint is read once: for the options here, and handed on for the model and state.
     from charrnn.run_dir import read_resume_point
     from charrnn.saved import load_model
@@ -119,7 +152,7 @@ def train(ctx, file, resume, out, **options):
 
     point = base = None
     if resume:
-        point = read_resume_point(resume, log=click.echo)
+        point = read_resume_point(resume, log=log)
         config = _resumed_config(point, file, out, options, given)
     else:
         if file is None:
@@ -136,7 +169,10 @@ def train(ctx, file, resume, out, **options):
         if out is None:
             out = default_out_dir(file, options["model"], options["layers"], options["hidden"])
         config = TrainConfig(corpus=file, out=out, **options)
-    reason = run_training(config, resume_from=point, log=click.echo, base=base)
+    world.stream_share(config.batch_size)  # an uneven split is refused before anything is read
+    ranks = f"mpirun -n {world.size} " if world.distributed else ""
+    world.watch_peers(f"resume from the last checkpoint: {ranks}charrnn train --resume {config.out}")
+    reason = run_training(config, resume_from=point, log=log, base=base, world=world)
     if reason == "interrupted":
         sys.exit(130)  # the shell's convention for Ctrl-C; the checkpoint is already saved
 

@@ -257,16 +257,16 @@ class Engine:
                     break
                 self._leave_cancelled()
                 joining = self._joining()
-            for generation in joining:
-                self._join(generation)
-            if self._running:
-                try:
+            try:
+                for generation in joining:
+                    self._join(generation)
+                if self._running:
                     self._step()
-                except Exception:  # a bug, not a client's doing: say so to everyone in the batch, keep serving
-                    log.exception("the sampling step failed")
-                    with self._cond:
-                        for generation in list(self._running):
-                            self._leave(generation, "the server failed to generate this text (see its log)")
+            except Exception:  # a bug, not a client's doing: say so to everyone in the batch, keep serving
+                log.exception("the sampling step failed")
+                with self._cond:
+                    for generation in list(self._running):
+                        self._leave(generation, "the server failed to generate this text (see its log)")
         with self._cond:
             for generation in [*self._running, *self._waiting]:
                 generation.outbox.finish(self._stopping)

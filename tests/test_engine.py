@@ -155,3 +155,26 @@ def test_stopping_ends_every_job_with_a_message(lstm):
         assert generation.outbox.take()[1] == ("error", "the server is shutting down")
     with pytest.raises(EngineBusy, match="the server is shutting down"):
         engine.submit(job_of(vocab, "", 10, 1, {}, 1))
+
+
+def test_a_failing_step_ends_its_jobs_with_a_message_and_the_engine_goes_on(lstm, monkeypatch):
+    model, vocab, unigram = lstm
+    engine = Engine(model, vocab, unigram, max_streams=2)
+    real_sample, calls = engine._sampler.sample, []
+
+    def fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise FloatingPointError("a planted failure")
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(engine._sampler, "sample", fails_once)
+    engine.start()
+    try:
+        texts, end = run(engine, job_of(vocab, "the ", 100, 1, {}, 1))
+        assert end == ("error", "the server failed to generate this text (see its log)")
+        texts, end = run(engine, job_of(vocab, "the ", 100, 1, {}, 1))
+        assert end == ("done", None) and len(texts[0]) == 104
+        assert engine.status()["streams"] == 0
+    finally:
+        engine.stop()

@@ -9,8 +9,8 @@ Meta, about the model (save_model writes these, model_from_checkpoint reads them
          run computed, to the bit on one machine.
 Meta, about the run (constant over its checkpoints): "train_config" (charrnn.train_config's options),
          "corpus" (path, encoding, sha256, n_chars, val_frac, test_frac), "unigram" (training character
-         frequencies, where unprimed samples start), "world_size" (the MPI ranks that wrote it: a record only,
-         any number of ranks resumes it; charrnn.distributed).
+         frequencies, where unprimed samples start); and "world_size" (the MPI ranks of the session
+         that wrote the checkpoint: a record only, any number of ranks resumes it; charrnn.distributed).
 Meta, the training state (charrnn.train_state.TrainState writes and reads these, with the optim/ and
          state/train arrays): "iteration", "epoch", "history" (the evaluations: iter, epoch, train_loss,
          val_loss, seconds), "val_loss" (of this checkpoint; null without validation), "best_val_loss",

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import threading
 from dataclasses import asdict, dataclass
 
 import anyio
@@ -141,20 +142,43 @@ def error_response(message: str, status: int, headers=None) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+class Wakeups:
+    """Wake-ups from the engine thread, handed to the event loop together: one call_soon_threadsafe (a
+    write to the loop's wake-up pipe) per batch of outboxes that filled, not one per client per step."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._pending = []
+
+    def add(self, delivery):  # engine thread
+        with self._lock:
+            first = not self._pending
+            self._pending.append(delivery)
+        if first:
+            with contextlib.suppress(RuntimeError):  # the loop closed (shutdown): nobody is left to tell
+                self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self):  # event loop
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for delivery in pending:
+            delivery.woken()
+
+
 class Delivery:
     """The asyncio side of a job's outbox: the engine thread's wake-ups become an event on this loop."""
 
-    def __init__(self):
-        self.loop = asyncio.get_running_loop()
+    def __init__(self, wakeups):
+        self.wakeups = wakeups
         self.ready = asyncio.Event()
         self.generation = None
         self.on_drop = None  # called on this loop when the engine drops the job (its client stopped reading)
 
     def wake(self):  # engine thread
-        with contextlib.suppress(RuntimeError):  # the loop closed (shutdown): nobody is left to tell
-            self.loop.call_soon_threadsafe(self._woken)
+        self.wakeups.add(self)
 
-    def _woken(self):
+    def woken(self):
         self.ready.set()
         if self.generation.dropped and self.on_drop is not None:
             self.on_drop()
@@ -271,7 +295,7 @@ def create_app(engine, vocab, model_info: dict, limits: Limits = Limits()) -> St
             return error_response(f"{error}; send a shorter prime", 413, {"connection": "close"})
         try:
             job, stream = parse_request(body, vocab, limits)
-            delivery = Delivery()
+            delivery = Delivery(request.app.state.wakeups)
             # Answered in one piece, a job's whole text waits in its outbox; streamed, a client that
             # stops reading is dropped once the engine's outbox limit is reached.
             whole = None if stream else job.num_samples * (job.length + len(job.prime_ids) + 16)
@@ -298,6 +322,7 @@ def create_app(engine, vocab, model_info: dict, limits: Limits = Limits()) -> St
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        app.state.wakeups = Wakeups(asyncio.get_running_loop())
         engine.start()
         try:
             yield

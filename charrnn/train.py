@@ -21,7 +21,7 @@ import math
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 
 import numpy as np
@@ -79,7 +79,7 @@ class Trainer:
 
     # ---------------------------------------------------------------------------- the loop
     def run(self):
-        cfg, state, model, grads = self.config, self.state, self.model, self.grads
+        cfg, state, model = self.config, self.state, self.model
         compile_started = self.clock()
         warm_up(model, state.optimizer, self.vocab, self.unigram, cfg.batch_size)
         self.log(
@@ -91,13 +91,33 @@ class Trainer:
         if self.continuing:
             self.run_dir.forget_metrics_after(state.iteration)
         started, seconds_before = self.clock(), state.train_seconds
-        window_start, window_iters = self.clock(), 0  # the progress line's speed, evaluations left out
         # A time-budgeted cosine times this session's iterations MEASURE_AFTER+1 .. MEASURE_AFTER+MEASURE_ITERS.
         measuring = cfg.fits_cosine_to_budget and state.schedule_end is None
+        # Under MPI every rank must stop after the same iteration, and the launcher ends the ranks itself.
+        stop_asked = interrupt_requests() if self.parallel.reducer is None else nullcontext([])
+        with stop_asked as asked:
+            reason = self._loop(started, seconds_before, measuring, asked)
+        state.train_seconds = seconds_before + self.clock() - started
+        if reason == "interrupted":
+            self.log("interrupted: saving a checkpoint before exiting")
+            self._save(val_loss=None)  # quickly: a second Ctrl-C should not find us evaluating
+        elif not state.history or state.history[-1]["iter"] != state.iteration:
+            self._evaluate_and_save(self.last_loss)
+        self.run_dir.close()
+        self.log(
+            f"stopped ({reason}) at iteration {state.iteration} after {state.train_seconds / 60:.1f} min; "
+            f"run in {self.run_dir.path}"
+        )
+        return reason
+
+    def _loop(self, started, seconds_before, measuring, asked):
+        """Iterations until a limit or a Ctrl-C (`asked` fills on the first) ends the run; returns why."""
+        cfg, state, model, grads = self.config, self.state, self.model, self.grads
+        window_start, window_iters = self.clock(), 0  # the progress line's speed, evaluations left out
         session_iters, timed_seconds = 0, 0.0
         snapshot = None
         try:
-            while not (reason := self._stop_reason(started)):
+            while not (reason := "interrupted" if asked else self._stop_reason(started)):
                 step_started = self.clock()
                 # A Ctrl-C waits for the iteration to finish; an exception inside undoes its batch and RNG draws.
                 with interrupts_deferred(), state.undone_on_error():
@@ -169,19 +189,8 @@ class Trainer:
                     window_start, window_iters = self.clock(), 0  # keep that time out of chars/s
         except KeyboardInterrupt:
             reason = "interrupted"
-            self.log("interrupted: saving a checkpoint before exiting")
         finally:
             self.run_dir.close()
-        state.train_seconds = seconds_before + self.clock() - started
-        if reason == "interrupted":
-            self._save(val_loss=None)  # quickly: a second Ctrl-C should not find us evaluating
-        elif not state.history or state.history[-1]["iter"] != state.iteration:
-            self._evaluate_and_save(self.last_loss)
-        self.run_dir.close()
-        self.log(
-            f"stopped ({reason}) at iteration {state.iteration} after {state.train_seconds / 60:.1f} min; "
-            f"run in {self.run_dir.path}"
-        )
         return reason
 
     # ------------------------------------------------------------------ when to stop, progress
@@ -323,6 +332,29 @@ class Trainer:
         )
         text = "".join(chunk for _, chunk in chunks)
         self.run_dir.write_sample(state.iteration, state.epoch, val_loss, cfg.sample_temperature, seed, text)
+
+
+@contextmanager
+def interrupt_requests():
+    """Yields a list that the first Ctrl-C fills, for the loop to stop after its current step and save;
+    a second Ctrl-C interrupts at once. Python's own handler raises KeyboardInterrupt wherever the
+    main thread is, and one raised inside a finalizer (a weakref callback, a __del__) is printed and
+    dropped, so a run could miss a Ctrl-C (seen under charrnn tune, which stops trials with SIGINT)."""
+    asked = []
+    if threading.current_thread() is not threading.main_thread():
+        yield asked
+        return
+
+    def ask(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield asked
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -1,6 +1,8 @@
 """The training loop: run directory contents, exact resume, divergence handling, interruption."""
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -9,8 +11,15 @@ from charrnn.checkpoint import list_checkpoints, load_checkpoint
 from charrnn.errors import CharrnnError
 from charrnn.model import NonFiniteLoss
 from charrnn.saved import load_model
+from charrnn.schedule import get_lr
 from charrnn.train import MAX_ROLLBACKS, Trainer, run_training
 from charrnn.train_config import TrainConfig
+
+
+def cosine_rate(config, iteration, end=None):
+    """The rate the trainer uses (charrnn.schedule.get_lr) under a cosine, which needs no epoch."""
+    assert config.lr_schedule == "cosine"
+    return get_lr(config, iteration, 0.0, end)
 
 
 def small_config(corpus, out, **overrides):
@@ -125,22 +134,22 @@ def test_progress_lines_show_the_time_left(tiny_corpus, tmp_path):
 def test_cosine_schedule_warms_up_then_falls_to_min_lr():
     config = TrainConfig(corpus="", out="", lr=1e-2, min_lr=1e-3, lr_schedule="cosine", warmup_iters=4, max_iters=104)
     config.validate()
-    assert [config.scheduled_lr(i) for i in range(4)] == pytest.approx([2e-3, 4e-3, 6e-3, 8e-3])
-    assert config.scheduled_lr(4) == pytest.approx(1e-2)
-    assert config.scheduled_lr(54) == pytest.approx(5.5e-3)  # halfway down the cosine
-    assert config.scheduled_lr(104) == config.scheduled_lr(500) == pytest.approx(1e-3)
-    rates = [config.scheduled_lr(i) for i in range(4, 105)]
+    assert [cosine_rate(config, i) for i in range(4)] == pytest.approx([2e-3, 4e-3, 6e-3, 8e-3])
+    assert cosine_rate(config, 4) == pytest.approx(1e-2)
+    assert cosine_rate(config, 54) == pytest.approx(5.5e-3)  # halfway down the cosine
+    assert cosine_rate(config, 104) == cosine_rate(config, 500) == pytest.approx(1e-3)
+    rates = [cosine_rate(config, i) for i in range(4, 105)]
     assert all(a >= b for a, b in zip(rates, rates[1:]))
-    assert config.scheduled_lr(54, end=300) == config.scheduled_lr(54)  # a given length wins over a measured end
+    assert cosine_rate(config, 54, end=300) == cosine_rate(config, 54)  # a given length wins over a measured end
 
 
 def test_a_time_budgeted_cosine_takes_its_end_as_an_argument():
     budgeted = TrainConfig(corpus="", out="", lr=1e-2, min_lr=1e-3, lr_schedule="cosine", warmup_iters=4, max_minutes=5)
     budgeted.validate()
     explicit = TrainConfig(corpus="", out="", lr=1e-2, min_lr=1e-3, lr_schedule="cosine", warmup_iters=4, max_iters=104)
-    assert [budgeted.scheduled_lr(i, end=104) for i in range(120)] == [explicit.scheduled_lr(i) for i in range(120)]
+    assert [cosine_rate(budgeted, i, end=104) for i in range(120)] == [cosine_rate(explicit, i) for i in range(120)]
     # Before its end is measured the rate holds at --lr after the warm-up, where the cosine starts.
-    assert budgeted.scheduled_lr(2) == explicit.scheduled_lr(2) and budgeted.scheduled_lr(30) == 1e-2
+    assert cosine_rate(budgeted, 2) == cosine_rate(explicit, 2) and cosine_rate(budgeted, 30) == 1e-2
 
 
 def test_cosine_run_logs_its_rates_and_resumes_bit_identically(tiny_corpus, tmp_path):
@@ -149,7 +158,7 @@ def test_cosine_run_logs_its_rates_and_resumes_bit_identically(tiny_corpus, tmp_
     records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
     logged = [r["lr"] for r in records if not r.get("eval")]
     config = small_config(tiny_corpus, straight, max_iters=24, **schedule)
-    assert logged == pytest.approx([config.scheduled_lr(i) for i in range(24)])
+    assert logged == pytest.approx([cosine_rate(config, i) for i in range(24)])
 
 
 class FakeClock:
@@ -221,9 +230,9 @@ def test_a_time_budgeted_cosine_fixes_its_end_from_the_measured_speed(tiny_corpu
     assert any(line.startswith(f"iter     30/{end} |") for line in lines)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     logged = [r["lr"] for r in records if not r.get("eval")]
-    assert logged[:25] == pytest.approx([config.scheduled_lr(i) for i in range(25)])  # not yet fixed: --lr
-    assert logged[25:] == pytest.approx([config.scheduled_lr(i, end=end) for i in range(25, end)])
-    assert logged[-1] == pytest.approx(5e-4, rel=1e-2) and config.scheduled_lr(end, end=end) == pytest.approx(5e-4)
+    assert logged[:25] == pytest.approx([cosine_rate(config, i) for i in range(25)])  # not yet fixed: --lr
+    assert logged[25:] == pytest.approx([cosine_rate(config, i, end=end) for i in range(25, end)])
+    assert logged[-1] == pytest.approx(5e-4, rel=1e-2) and cosine_rate(config, end, end=end) == pytest.approx(5e-4)
     assert [r["iter"] for r in records if r.get("eval")][:3] == [20, 25, 40]  # 25: the timed evaluation
     _, meta = load_checkpoint(tmp_path / "run", which="latest")
     assert meta["schedule_end"] == end and meta["train_config"]["max_iters"] == 0
@@ -259,7 +268,7 @@ def test_a_given_length_is_kept_under_a_time_budget(tiny_corpus, tmp_path):
     trainer.run()
     assert trainer.state.iteration == 30 and not any(line.startswith("schedule:") for line in lines)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["lr"] for r in records if not r.get("eval")] == pytest.approx([config.scheduled_lr(i) for i in range(30)])
+    assert [r["lr"] for r in records if not r.get("eval")] == pytest.approx([cosine_rate(config, i) for i in range(30)])
     assert load_checkpoint(tmp_path / "run", which="latest")[1]["schedule_end"] is None
 
 
@@ -329,7 +338,7 @@ def test_divergence_under_the_cosine_schedule_halves_the_whole_schedule(tiny_cor
     fail_once(trainer, monkeypatch, at_call=5)
     trainer.run()
     assert trainer.state.iteration == 12 and trainer.state.lr_scale == 0.5
-    assert trainer.state.optimizer.lr == pytest.approx(0.5 * config.scheduled_lr(11))
+    assert trainer.state.optimizer.lr == pytest.approx(0.5 * cosine_rate(config, 11))
     _, meta = load_checkpoint(tmp_path / "run", which="latest")
     assert meta["lr_scale"] == 0.5
 
@@ -365,6 +374,25 @@ def test_ctrl_c_saves_a_loadable_checkpoint(tiny_corpus, tmp_path, monkeypatch):
     resumed = Trainer(small_config(tiny_corpus, out, max_iters=8), resume_from=out, log=quiet)
     assert resumed.state.iteration == 6
     assert not list(out.glob("*.tmp*"))
+
+
+def test_a_ctrl_c_outside_a_step_stops_the_run_after_it(tiny_corpus, tmp_path, monkeypatch):
+    """A SIGINT that lands between steps (logging, evaluating, inside a finalizer where Python would
+    drop a KeyboardInterrupt) is remembered, and the run stops after the step and saves."""
+    out = tmp_path / "run"
+    trainer = Trainer(small_config(tiny_corpus, out, max_iters=100, print_every=1), log=quiet)
+    real = trainer.run_dir.log_step
+
+    def log_step(record):
+        real(record)
+        if record["iter"] == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(trainer.run_dir, "log_step", log_step)
+    assert trainer.run() == "interrupted"
+    _, meta = load_checkpoint(out, which="latest")
+    assert meta["iteration"] == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
 
 
 @pytest.mark.parametrize(

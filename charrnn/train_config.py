@@ -11,7 +11,6 @@ from pathlib import Path
 
 from charrnn.errors import CharrnnError
 from charrnn.plan import SPLITS
-from charrnn.schedule import cosine_lr
 
 
 @dataclass
@@ -122,11 +121,6 @@ class TrainConfig:
     @property
     def fits_cosine_to_budget(self):
         return self.lr_schedule == "cosine" and not self.cosine_end and self.max_minutes > 0
-
-    def scheduled_lr(self, iteration, end=None):
-        """The cosine schedule's rate for the update after `iteration` updates (charrnn.schedule.cosine_lr),
-        ending at --lr-decay-iters or --max-iters when given, else at `end`, the one a time-budgeted run fixed."""
-        return cosine_lr(iteration, self.lr, self.min_lr, self.warmup_iters, self.cosine_end or end)
 
     @classmethod
     def from_dict(cls, values):

@@ -322,12 +322,12 @@ class Tuner:
     def prepare(self):
         """Checks everything a trial needs, opens (or creates) the study; returns nothing, raises CharrnnError."""
         from charrnn.corpora import file_sha256
-        from charrnn.data import load_corpus
+        from charrnn.corpus_cache import open_corpus
         from charrnn.parallel import usable_cores
 
         cfg = self.config
-        if not cfg.minutes > 0 or not cfg.trial_minutes > 0:
-            raise CharrnnError("--minutes and --trial-minutes must be positive")
+        if not (0 < cfg.minutes < math.inf and 0 < cfg.trial_minutes < math.inf):
+            raise CharrnnError("--minutes and --trial-minutes must be positive, finite numbers of minutes")
         if cfg.minutes < cfg.trial_minutes:
             raise CharrnnError(
                 f"--minutes {cfg.minutes:g} is less than one trial of --trial-minutes {cfg.trial_minutes:g}; "
@@ -338,7 +338,9 @@ class Tuner:
         self.optuna = import_optuna()
         self.fixed, self.defaults = parse_fixed_options(cfg.corpus, cfg.train_args)
         settings = {**self.defaults, **self.fixed}
-        corpus = load_corpus(cfg.corpus, settings["encoding"])
+        # Memory-mapped, as train reads it (a prepared directory knows its own encoding).
+        prepared_dir = Path(cfg.corpus).is_dir()
+        corpus = open_corpus(cfg.corpus, self.fixed.get("encoding") if prepared_dir else settings["encoding"])
         val_frac, test_frac = settings["val_frac"], settings["test_frac"]
         self.train_chars = int(corpus.n_chars * (1 - val_frac - test_frac))
         self.val_chars = int(corpus.n_chars * val_frac)
@@ -347,7 +349,7 @@ class Tuner:
         self.threads = max(1, cores // cfg.workers)
         if cfg.workers > cores:
             self.log(f"note: {cfg.workers} workers on {cores} cores: each trial gets one thread and they share cores")
-        sha256 = file_sha256(cfg.corpus)
+        sha256 = corpus.sha256 or file_sha256(cfg.corpus)
 
         if cfg.space_file:
             space = read_space_file(cfg.space_file)

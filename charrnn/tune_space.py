@@ -24,6 +24,7 @@ import math
 from pathlib import Path
 
 from charrnn.errors import CharrnnError
+from charrnn.kernels import GATE_BLOCKS
 
 # A conservative training rate for the default space's width limit: charrnn's README measured 86-106
 # GFLOP/s on two Zen 3 threads at H=128-256; a shared or older machine does less.
@@ -41,7 +42,6 @@ BATCH_CANDIDATES = (25, 50, 100)
 SEQ_CANDIDATES = (50, 100, 200)
 WINDOWS_PER_EPOCH = 4  # the training split must hold at least this many of the largest batch
 UPDATES_PER_TRIAL = 300  # a trial of the middle width should make at least this many updates
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 # Options a trial's run directory and time are made of: the tune sets them, a space cannot.
 TUNE_MANAGED = ("file", "out", "resume", "max_minutes")
 
@@ -49,16 +49,17 @@ TUNE_MANAGED = ("file", "out", "resume", "max_minutes")
 def flops_per_char(cell: str, layers: int, hidden: int, vocab: int) -> float:
     """Floating-point operations per training character, forward and backward (2 m k n per product,
     backward twice forward); layer 0's input projection is a row gather, so it costs nothing."""
-    gates = GATES.get(cell, 4)
+    gates = GATE_BLOCKS[cell]
     recurrent = sum(6 * gates * hidden * (hidden + (hidden if layer else 0)) for layer in range(layers))
     return recurrent + 6 * hidden * vocab
 
 
 def parameter_count(cell: str, layers: int, hidden: int, vocab: int) -> int:
-    """Weights and biases of a stacked model: each layer's gates over its input and h, and the output layer."""
-    gates = GATES.get(cell, 4)
-    inputs = [vocab] + [hidden] * (layers - 1)
-    return sum(gates * hidden * (size + hidden + 1) for size in inputs) + hidden * vocab + vocab
+    """Weights and biases of a stacked model, as the model counts them (charrnn.cells: each cell's own)."""
+    from charrnn.model import ModelConfig, parameter_shapes
+
+    shapes = parameter_shapes(ModelConfig(cell, vocab_size=vocab, hidden=hidden, layers=layers))
+    return sum(math.prod(shape) for shape in shapes.values())
 
 
 def seconds_per_char(cell: str, layers: int, hidden: int, vocab: int, threads: int) -> float:

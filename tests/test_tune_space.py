@@ -5,6 +5,7 @@ import json
 import pytest
 
 from charrnn.errors import CharrnnError
+from charrnn.model import Model, ModelConfig
 from charrnn.tune_space import (
     check_space,
     default_space,
@@ -26,8 +27,9 @@ def entry(space, name):
 def test_work_and_size_per_character_match_the_readme():
     for hidden in (128, 256, 512):
         assert flops_per_char("lstm", 2, hidden, 65) == 72 * hidden**2 + 6 * hidden * 65
-    # `charrnn train` printed 871,745 parameters for a 2x256 LSTM on Tiny Shakespeare's 65 symbols.
-    assert parameter_count("lstm", 2, 256, 65) == 871_745
+    for cell in ("lstm", "gru", "rnn", "lnlstm"):  # what the model itself holds, a cell's own parameters included
+        model = Model(ModelConfig(cell, vocab_size=65, hidden=32, layers=2))
+        assert parameter_count(cell, 2, 32, 65) == model.num_parameters
 
 
 def test_longer_trials_search_wider_models():

@@ -6,6 +6,7 @@ import math
 import click
 
 from charrnn.checkpoint import resolve_checkpoint
+from charrnn.commands import WHICH
 from charrnn.data import BYTES, known_text, read_text_file
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import NOVELTY_LENGTHS, evaluate_loss, novel_substring_fractions
@@ -13,13 +14,6 @@ from charrnn.plan import Plan
 from charrnn.saved import load_model, load_split_ids
 
 LN2 = math.log(2)
-_WHICH = click.option(
-    "--which",
-    default="best",
-    show_default=True,
-    type=click.Choice(["best", "latest"]),
-    help="for a run directory: its best (lowest validation loss) or latest checkpoint",
-)
 _JSON = click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
 
 
@@ -62,7 +56,7 @@ def _decoded_split(vocab, ids):
     help="also report how much of this sample file is copied from the training split",
 )
 @_JSON
-@_WHICH
+@WHICH
 def evaluate(checkpoint, file, split, batch_size, seq_length, skip_unknown, novelty_file, as_json, which):
     """Loss of CHECKPOINT on FILE, or on its corpus's validation/test split, in nats and bits per character.
 
@@ -247,7 +241,7 @@ def _print_machine(d):
     "the splits for a few seconds if this machine has not yet)",
 )
 @_JSON
-@_WHICH
+@WHICH
 def info(checkpoint, machine, as_json, which):
     """Describe CHECKPOINT: model, vocabulary, training progress and losses."""
     if machine:

@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from charrnn.checkpoint import resolve_checkpoint
+from charrnn.commands import WHICH
 from charrnn.errors import CharrnnError
 from charrnn.export import FORMATS, SUFFIXES, export_model, onnx_state_names
 from charrnn.saved import load_model
@@ -37,13 +38,7 @@ def _layout(fmt, config):
     "[default: from --out's suffix, .onnx or .safetensors]",
 )
 @click.option("--out", "-o", required=True, type=click.Path(), help="the file to write (its directory must exist)")
-@click.option(
-    "--which",
-    default="best",
-    show_default=True,
-    type=click.Choice(["best", "latest"]),
-    help="for a run directory: its best (lowest validation loss) or latest checkpoint",
-)
+@WHICH
 def export(checkpoint, fmt, out, which):
     """Write CHECKPOINT as an ONNX model or as PyTorch-named safetensors weights.
 

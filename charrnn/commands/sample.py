@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from charrnn.checkpoint import resolve_checkpoint
+from charrnn.commands import WHICH
 from charrnn.data import BYTES, read_text_file
 from charrnn.errors import CharrnnError, OutputClosed
 from charrnn.sampling import beam_search, check_controls, check_length, generate, start_logits
@@ -90,13 +91,7 @@ def _output_stream(output):
     type=click.IntRange(min=1),
     help="threads sharing one sample's work [default: 1 or 2, whichever runs faster here, from 128 hidden units up]",
 )
-@click.option(
-    "--which",
-    default="best",
-    show_default=True,
-    type=click.Choice(["best", "latest"]),
-    help="for a run directory: its best (lowest validation loss) or latest checkpoint",
-)
+@WHICH
 def sample(
     checkpoint,
     temperature,

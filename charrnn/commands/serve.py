@@ -5,6 +5,7 @@ import socket
 
 import click
 
+from charrnn.commands import WHICH
 from charrnn.errors import CharrnnError
 
 DEFAULT_OUTBOX_CHARS = 1 << 16  # charrnn.engine's, which imports numba: not imported before it is needed
@@ -82,13 +83,7 @@ def _listening_socket(host, port):
     help="threads sharing each step of the batch, cut by streams (the text is the same) [default: 2, or 1 on one core]",
 )
 @click.option("--access-log", is_flag=True, help="log every request")
-@click.option(
-    "--which",
-    default="best",
-    show_default=True,
-    type=click.Choice(["best", "latest"]),
-    help="for a run directory: its best (lowest validation loss) or latest checkpoint",
-)
+@WHICH
 def serve(checkpoint, host, port, max_length, max_prime, max_streams, max_unread, threads, access_log, which):
     """Serve CHECKPOINT over HTTP: a page at /, and POST /v1/generate for programs (streamed or whole).
 

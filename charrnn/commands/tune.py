@@ -70,9 +70,14 @@ def tune(file, minutes, trial_minutes, out, storage, study_name, space_file, wor
         _, study, _, manifest = load_study_of(study_dir, storage)
         write_report(study, study_dir, manifest.get("corpus") or file, log=click.echo)
         return
-    if Path(file).is_dir():
-        raise CharrnnError(f"{file} is a directory; name a text file to tune on, or add --report to report on a study")
-    if not Path(file).is_file():
+    from charrnn.prepared import is_prepared
+
+    if Path(file).is_dir() and not is_prepared(file):
+        raise CharrnnError(
+            f"{file} is a directory but not a prepared corpus; name a text file or a `charrnn prepare` "
+            "directory to tune on, or add --report to report on a study"
+        )
+    if not Path(file).exists():
         raise CharrnnError(f"{file} does not exist; name a text file to tune on")
     if minutes is None or trial_minutes is None:
         raise CharrnnError("give the study's budget and each trial's time, e.g. --minutes 45 --trial-minutes 3")

@@ -169,17 +169,10 @@ def lnlstm_cell_backward(da, dr, dm, dc_next, dh_above, dh_next, a, r_hat, rstd,
         dh = dh_above[j] + dh_next[j]
         do[j] = dh * tanh_m[j] * o[j] * (one - o[j])
         dm[j] = dh * o[j] * (one - tanh_m[j] * tanh_m[j])
-    mean_d = 0.0
-    mean_dv = 0.0
+    # The gradient through LN(c_t) lands in di first (a scratch row until di itself is written).
+    normalised_backward(di, dm, c_hat, rstd[2], gain_c)
     for j in range(H):
-        d = dm[j] * gain_c[j]
-        mean_d += d
-        mean_dv += d * c_hat[j]
-    mean_d /= H
-    mean_dv /= H
-    rstd_c = rstd[2]
-    for j in range(H):
-        dc = dc_next[j] + rstd_c * (dm[j] * gain_c[j] - mean_d - c_hat[j] * mean_dv)
+        dc = dc_next[j] + di[j]
         di[j] = dc * g[j] * i[j] * (one - i[j])
         df[j] = dc * c_prev[j] * f[j] * (one - f[j])
         dg[j] = dc * i[j] * (one - g[j] * g[j])

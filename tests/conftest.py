@@ -1,9 +1,22 @@
 """Shared fixtures: small corpora made on the spot (no corpus text lives in the repository)."""
 
 import os
+import signal
 
 import numpy as np
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def ctrl_c_as_at_a_terminal():
+    """Started in the background (nohup, `cmd &` in a script), the suite inherits an ignored SIGINT, and
+    so would every charrnn process a test starts and then interrupts: Python leaves an inherited SIG_IGN
+    alone. Tests of Ctrl-C need it as at a terminal."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -12,7 +12,7 @@ from charrnn.data import load_corpus, mapping_of
 from charrnn.errors import CharrnnError
 from charrnn.prepared import IDS_FILE, prepare_corpus
 
-TEXT = "First Citizen:\nBefore we proceed any further, hear me speak. Ünïcödé ✓\n" * 30
+TEXT = "Quartermaster:\nThe lanterns swing above the ferry, and nobody counts them. Ünïcödé ✓\n" * 30
 
 
 @pytest.fixture
@@ -62,10 +62,10 @@ def test_a_touched_file_is_checked_by_sha256_and_reused(cache, source, monkeypat
 
 def test_a_changed_file_is_prepared_again(cache, source):
     open_corpus(source)
-    source.write_text(TEXT.replace("hear", "HEAR"), encoding="utf-8")  # same size, other symbols
+    source.write_text(TEXT.replace("counts", "COUNTS"), encoding="utf-8")  # same size, other symbols
     os.utime(source, ns=(5, 5))
     corpus = open_corpus(source)
-    assert corpus.vocab == load_corpus(source).vocab and "H" in corpus.vocab.symbols
+    assert corpus.vocab == load_corpus(source).vocab and "C" in corpus.vocab.symbols
     assert corpus.sha256 == file_sha256(source) and len(entries(cache)) == 1
 
 

@@ -141,6 +141,18 @@ def atomic_write(path, write: Callable[[BinaryIO], None], durable: bool = True) 
                 os.unlink(temp_path)
 
 
+def write_file(path, write: Callable[[BinaryIO], None], durable: bool = True, what: str = "") -> None:
+    """atomic_write for a file the user asked for or reads (an export, a sample, a page): a file-system
+    error becomes one CharrnnError naming the path. `what` names the kind of file in that message."""
+    try:
+        atomic_write(path, write, durable)
+    except OSError as error:
+        raise CharrnnError(
+            f"cannot write {what + ' ' if what else ''}{path}: {error.strerror or error}; "
+            "check that the directory is writable and the disk is not full"
+        ) from None
+
+
 def _create_temp_file(directory: Path, target_name: str) -> tuple[Path, int]:
     # os.open with mode 0o666 (not mkstemp's 0o600) so the final file gets the user's umask.
     while True:

@@ -33,7 +33,7 @@ import numpy as np
 
 from charrnn import __version__
 from charrnn.cells import CELLS
-from charrnn.checkpoint import atomic_write
+from charrnn.checkpoint import write_file
 from charrnn.errors import CharrnnError
 from charrnn.kernels import GATE_BLOCKS, GATE_NAMES, GRU, LSTM, RNN
 
@@ -362,10 +362,5 @@ def export_model(model, vocab, fmt, path, extra_metadata=None):
     require_packages(fmt)
     path = check_output_path(path)
     data = _WRITERS[fmt](model, vocab, extra_metadata)
-    try:
-        atomic_write(path, lambda file: file.write(data))
-    except OSError as error:
-        raise CharrnnError(
-            f"cannot write {path}: {error.strerror or error}; check that the directory is writable and the disk is not full"
-        ) from None
+    write_file(path, lambda file: file.write(data))
     return path

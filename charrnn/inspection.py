@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from charrnn.cells import CELLS
-from charrnn.checkpoint import atomic_write
+from charrnn.checkpoint import write_file
 from charrnn.data import terminal_safe
 from charrnn.errors import CharrnnError
 
@@ -246,13 +246,7 @@ def write_output(path, write):
     Not durable (no fsync): these files are derived, made again by re-running, and loss.png is
     rewritten at every evaluation of a training run.
     """
-    try:
-        atomic_write(path, write, durable=False)
-    except OSError as error:
-        raise CharrnnError(
-            f"cannot write {path}: {error.strerror or error}; "
-            "check that the directory is writable and the disk is not full"
-        ) from None
+    write_file(path, write, durable=False)
 
 
 # --- activations.npz -------------------------------------------------------------------------

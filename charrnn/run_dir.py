@@ -27,6 +27,7 @@ from charrnn.checkpoint import (
     resolve_checkpoint,
     stale_pointer,
     update_pointers,
+    write_file,
 )
 from charrnn.errors import CharrnnError
 from charrnn.saved import save_model
@@ -153,12 +154,7 @@ class RunDir:
         header += f"temperature {temperature}, seed {seed}\n" + "-" * 60 + "\n"
         data = (header + text + "\n").encode("utf-8", errors="replace")
         path = self.path / SAMPLES / f"iter_{iteration:06d}.txt"
-        try:
-            atomic_write(path, lambda out: out.write(data))
-        except OSError as error:
-            raise CharrnnError(
-                f"cannot write sample {path}: {error}; check that the directory is writable and the disk is not full"
-            ) from error
+        write_file(path, lambda out: out.write(data), what="sample")
         return path
 
     def draw_loss_curve(self, history):

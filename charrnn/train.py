@@ -94,7 +94,7 @@ class Trainer:
         # A time-budgeted cosine times this session's iterations MEASURE_AFTER+1 .. MEASURE_AFTER+MEASURE_ITERS.
         measuring = cfg.fits_cosine_to_budget and state.schedule_end is None
         # Under MPI every rank must stop after the same iteration, and the launcher ends the ranks itself.
-        stop_asked = interrupt_requests() if self.parallel.reducer is None else nullcontext([])
+        stop_asked = nullcontext([]) if self.world.distributed else interrupt_requests()
         with stop_asked as asked:
             reason = self._loop(started, seconds_before, measuring, asked)
         state.train_seconds = seconds_before + self.clock() - started

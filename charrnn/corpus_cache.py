@@ -93,11 +93,13 @@ def cached_corpus(path, encoding: str, note=None) -> Corpus:
     entry = root / hashlib.sha256(f"{path.resolve()}\0{encoding}".encode()).hexdigest()[:24]
     try:
         with _locked(entry):
-            if not _up_to_date(entry, path, encoding):
+            corpus = _current_entry(entry, path, encoding, note)
+            if corpus is None:
                 if note is not None and path.stat().st_size >= PROGRESS_FROM_BYTES:
                     note(f"preparing {path} once into the corpus cache {entry}; later runs map it at once")
                 prepare_into(path, entry, encoding)
-            return open_prepared(entry, note=note, path=path)
+                corpus = open_prepared(entry, note=note, path=path)
+            return corpus
     except OSError as error:
         if note is not None:
             note(
@@ -113,25 +115,26 @@ def _in_memory(path: Path, encoding: str) -> Corpus:
     return corpus
 
 
-def _up_to_date(entry: Path, source: Path, encoding: str) -> bool:
-    """Whether the entry holds this file as it is now; a newer time with the same sha256 is recorded."""
+def _current_entry(entry: Path, source: Path, encoding: str, note):
+    """The entry opened, if it holds this file as it is now (a newer time with the same sha256 is
+    recorded); None if it is missing, damaged (prepared again, not refused) or stale."""
     try:
-        description = read_description(entry)
-        open_prepared(entry)  # a damaged entry is prepared again, not refused
+        corpus = open_prepared(entry, note=note, path=source)
     except CharrnnError:
-        return False
+        return None
+    description = corpus.description
     recorded, stat = description["source"], source.stat()
     if description["encoding"] != encoding or recorded.get("path") != str(source.resolve()):
-        return False
+        return None
     if recorded.get("size") != stat.st_size:
-        return False
+        return None
     if recorded.get("mtime_ns") == stat.st_mtime_ns:
-        return True
+        return corpus
     if file_sha256(source) != recorded["sha256"]:
-        return False
+        return None
     recorded["mtime_ns"] = stat.st_mtime_ns  # touched, not changed: the fast path applies again next time
     write_description(entry, description)
-    return True
+    return corpus
 
 
 @contextlib.contextmanager

@@ -40,11 +40,14 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
 from charrnn.errors import CharrnnError
+
+MARKER_LIFETIME_S = 24 * 3600
 
 INSTALL = "pip install -e '.[mpi]'"
 CHECK_EVERY = 100  # iterations between parameter checksum comparisons
@@ -179,6 +182,7 @@ class World:
         if self.comm is None:
             return
         self._peers = self.gather((self.rank, socket.gethostname(), os.getpid()))
+        remove_stale_markers()
         receiver, sender = socket.socketpair()
         sender.setblocking(False)
         signal.set_wakeup_fd(sender.fileno(), warn_on_full_buffer=False)
@@ -249,6 +253,18 @@ def _marker(peers) -> Path:
     """A file on this node that says the job was aborted by a rank that printed its own error."""
     key = hashlib.sha256(repr(sorted(peers)).encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"charrnn-mpi-{key}.aborted"
+
+
+def remove_stale_markers(now: float | None = None) -> None:
+    """Deletes this node's abort markers of jobs that ended over MARKER_LIFETIME_S ago: only a job's
+    own ranks read its marker, in the seconds its launcher takes to stop them."""
+    now = time.time() if now is None else now
+    for marker in Path(tempfile.gettempdir()).glob("charrnn-mpi-*.aborted"):
+        try:
+            if now - marker.stat().st_mtime > MARKER_LIFETIME_S:
+                marker.unlink()
+        except OSError:  # another rank (or job) removed it first, or it is not ours to remove
+            pass
 
 
 def join_world() -> World:

@@ -19,6 +19,7 @@ Meta, the training state (charrnn.train_state.TrainState writes and reads these,
          "schedule_end" (where a time-budgeted cosine ends, once measured; null otherwise).
 """
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from charrnn.data import Vocab, ids_in_vocab, split_corpus
 from charrnn.errors import CharrnnError
 from charrnn.model import Model, ModelConfig
 from charrnn.plan import Plan
+from charrnn.sampling import start_logits
 
 PARAM = "param/"
 OPTIM = "optim/"
@@ -116,3 +118,52 @@ def load_split_ids(meta, split):
             "pass a text file instead"
         )
     return splits[split]
+
+
+def start_probabilities(meta, vocab_size, note):
+    """Character frequencies for starting without a prime, if the checkpoint records usable ones;
+    `note(message)` tells the user when they are malformed and the first character is drawn uniformly."""
+    unigram = meta.get("unigram")
+    if unigram is None:
+        return None
+    try:
+        start_logits(vocab_size, unigram)
+    except CharrnnError:
+        note("the checkpoint's character frequencies (unigram) are malformed; the first character is drawn uniformly")
+        return None
+    return unigram
+
+
+def _number(value):
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def checkpoint_summary(path, model, vocab, meta) -> dict:
+    """What `charrnn info` shows of a loaded checkpoint, as a flat JSON-able dict; absent metadata
+    becomes None."""
+    cfg = model.config
+    corpus = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
+    val_loss, best_val_loss = _number(meta.get("val_loss")), _number(meta.get("best_val_loss"))
+    return {
+        "checkpoint": str(path),
+        "format_version": meta.get("format_version"),
+        "cell": cfg.cell,
+        "layers": cfg.layers,
+        "hidden": cfg.hidden,
+        "dropout": cfg.dropout,
+        "weight_drop": cfg.weight_drop,
+        "parameters": int(model.num_parameters),
+        "plan": model.plan.to_dict() if "plan" in meta else None,
+        "vocab_size": len(vocab),
+        "vocab_mode": vocab.mode,
+        "vocab": vocab.printable(),
+        "iteration": meta.get("iteration"),
+        "epoch": _number(meta.get("epoch")),
+        "val_loss_nats": val_loss,
+        "val_loss_bits": None if val_loss is None else val_loss / math.log(2),
+        "best_val_loss_nats": best_val_loss,
+        "best_val_loss_bits": None if best_val_loss is None else best_val_loss / math.log(2),
+        "train_seconds": _number(meta.get("train_seconds")),
+        "corpus": corpus.get("path"),
+        "corpus_chars": corpus.get("n_chars"),
+    }

@@ -14,7 +14,8 @@ train on at least one pass over the corpus (or 1M characters of a larger one), e
 floating-point work per character (charrnn's README: 72 H^2 + 6 H V for a 2-layer LSTM) at a
 conservative rate per thread, with at most PARAMETERS_PER_CHAR parameters per training character;
 batch and window sizes are those the training split holds several of and a trial makes a few hundred
-updates with; step decay starts within the epochs a trial can run.
+updates with; step decay starts within the epochs a trial can run; dropout and weight drop reach
+their full range only for trials that pass over the corpus often enough to overfit it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ BATCH_CANDIDATES = (25, 50, 100)
 SEQ_CANDIDATES = (50, 100, 200)
 WINDOWS_PER_EPOCH = 4  # the training split must hold at least this many of the largest batch
 UPDATES_PER_TRIAL = 300  # a trial of the middle width should make at least this many updates
+# Regularization pays only once a model has seen the text often enough to memorize it: a trial of this
+# many epochs or more searches dropout and weight drop up to MAX_REGULARIZATION, a shorter one up to its
+# share of it (the 3-minute Tiny Shakespeare recipe, at 3 epochs, trains best with none).
+REGULARIZATION_EPOCHS = 10.0
+MAX_REGULARIZATION = 0.5
 # Options a trial's run directory and time are made of: the tune sets them, a space cannot.
 TUNE_MANAGED = ("file", "out", "resume", "max_minutes")
 
@@ -94,12 +100,17 @@ def default_space(train_chars: int, vocab: int, trial_seconds: float, threads: i
             f"(at least {batches[0] * seqs[0] * WINDOWS_PER_EPOCH:,}); use a longer corpus or give --space FILE"
         )
     epochs = trial_chars / train_chars
+    regularization = round(MAX_REGULARIZATION * min(1.0, epochs / REGULARIZATION_EPOCHS), 2)
     return [
         {"name": "model", "choices": ["lstm", "gru"]},
         {"name": "layers", "low": 1, "high": 3},
         {"name": "hidden", "choices": hidden},
-        {"name": "dropout", "low": 0.0, "high": 0.5},
-        {"name": "weight_drop", "low": 0.0, "high": 0.5},
+        *(
+            {"name": name, "low": 0.0, "high": regularization}
+            if regularization >= 0.05
+            else {"name": name, "value": 0.0}
+            for name in ("dropout", "weight_drop")
+        ),
         {"name": "lr", "low": 1e-3, "high": 1e-2, "log": True},
         {"name": "lr_schedule", "choices": ["cosine", "step"]},
         {"name": "lr_decay", "low": 0.5, "high": 1.0, "when": {"lr_schedule": ["step"]}},

@@ -59,12 +59,13 @@ def test_a_directory_where_a_file_belongs(capsys, tmp_path):
     assert code == 1 and err.count("\n") == 1 and "is a directory but not a prepared corpus" in err
 
 
-def test_running_out_of_memory_is_one_line(capsys, monkeypatch):
+def test_running_out_of_memory_is_one_line(capsys, monkeypatch, tmp_path):
     def too_big(*_):
         raise MemoryError("Unable to allocate 80.0 GiB for an array with shape (28, 400000000)")
 
-    monkeypatch.setattr("charrnn.commands.evaluate.checkpoint_info", too_big)
-    code, out, err = run_main(capsys, "info", "ckpt.npz")
+    monkeypatch.setattr("charrnn.commands.evaluate.load_model", too_big)
+    (tmp_path / "ckpt.npz").write_bytes(b"")  # never read: loading it runs out of memory
+    code, out, err = run_main(capsys, "info", tmp_path / "ckpt.npz")
     assert code == 1 and out == "" and err.count("\n") == 1
     assert err.startswith("charrnn: error: not enough memory (Unable to allocate 80.0 GiB") and "--hidden" in err
 

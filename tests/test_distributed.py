@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from charrnn.checkpoint import load_checkpoint, resolve_checkpoint
-from charrnn.distributed import AgreedError, StepReducer, World, world_from_environment
+from charrnn.distributed import (
+    MARKER_LIFETIME_S,
+    AgreedError,
+    StepReducer,
+    World,
+    remove_stale_markers,
+    world_from_environment,
+)
 
 # --- finding the world without MPI ---------------------------------------------------------------------
 
@@ -61,6 +68,20 @@ def test_each_rank_plans_with_its_share_of_the_cores():
     assert world.thread_share(budget=8, cores_here=2, cores_machine=8) == 2  # bound by the launcher
     world.local_size = 16
     assert world.thread_share(budget=8, cores_here=8, cores_machine=8) == 1
+
+
+def test_abort_markers_of_long_ended_jobs_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    old, recent, other = (
+        tmp_path / name for name in ("charrnn-mpi-a.aborted", "charrnn-mpi-b.aborted", "keep.aborted")
+    )
+    for path in (old, recent, other):
+        path.touch()
+    now = time.time()
+    os.utime(old, (now - MARKER_LIFETIME_S - 60,) * 2)
+    os.utime(other, (now - MARKER_LIFETIME_S - 60,) * 2)
+    remove_stale_markers(now)
+    assert not old.exists() and recent.exists() and other.exists()
 
 
 def test_the_step_reducer_packs_and_unpacks_one_buffer():

@@ -133,3 +133,19 @@ def test_values_on_the_command_line():
     assert format_value(0.0031234567) == "0.003123" and format_value(256) == "256" and format_value("gru") == "gru"
     options = {"model": "gru", "layers": 2, "hidden": 256, "dropout": 0.25, "eval_every": 40, "min_lr": 1e-4}
     assert describe_options(options) == "gru 2x256 dropout 0.25"
+
+
+def test_regularization_is_searched_as_far_as_a_trial_can_overfit():
+    def high(space, name):
+        param = entry(space, name)
+        return param.get("high", param.get("value"))
+
+    short = default_space(SHAKESPEARE_TRAIN, SHAKESPEARE_VOCAB, 180, 2)  # about 3 epochs
+    long = default_space(SHAKESPEARE_TRAIN, SHAKESPEARE_VOCAB, 3600, 2)
+    small = default_space(18_000, 28, 180, 2)  # hundreds of epochs
+    for name in ("dropout", "weight_drop"):
+        assert 0.05 <= high(short, name) < high(long, name) == 0.5
+        assert high(small, name) == 0.5
+    # A trial that sees less than half an epoch cannot overfit: no regularization is searched.
+    huge = default_space(100_000_000, SHAKESPEARE_VOCAB, 60, 2)
+    assert entry(huge, "dropout") == {"name": "dropout", "value": 0.0}

@@ -1,4 +1,4 @@
-"""One module per `charrnn` subcommand; charrnn.cli registers them. Options several commands share live here."""
+"""One module per `charrnn` subcommand; charrnn.cli registers them. What several commands share lives here."""
 
 import click
 
@@ -9,3 +9,8 @@ WHICH = click.option(
     type=click.Choice(["best", "latest"]),
     help="for a run directory: its best (lowest validation loss) or latest checkpoint",
 )
+
+
+def note(message):
+    """A remark on stderr that does not stop the command."""
+    click.echo(f"charrnn: note: {message}", err=True)

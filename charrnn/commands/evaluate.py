@@ -1,31 +1,25 @@
 """`charrnn eval CKPT [FILE]` (held-out loss, sample novelty) and `charrnn info CKPT`."""
 
 import json
-import math
 
 import click
 
 from charrnn.checkpoint import resolve_checkpoint
-from charrnn.commands import WHICH
+from charrnn.commands import WHICH, note
 from charrnn.data import BYTES, known_text, read_text_file
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import NOVELTY_LENGTHS, evaluate_loss, novel_substring_fractions
 from charrnn.plan import Plan
-from charrnn.saved import load_model, load_split_ids
+from charrnn.saved import checkpoint_summary, load_model, load_split_ids
 
-LN2 = math.log(2)
 _JSON = click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
-
-
-def _note(message):
-    click.echo(f"charrnn: note: {message}", err=True)
 
 
 def encode_file(path, vocab, skip_unknown):
     """Ids of a text file in the checkpoint's vocabulary; symbols outside it are an error or left out."""
     text = read_text_file(path, vocab.mode, "the file to evaluate")
     # Counted: how many characters are left out changes the loss, so the message says.
-    text = known_text(vocab, text, str(path), skip_unknown, _note, flag="--skip-unknown", counted=True)
+    text = known_text(vocab, text, str(path), skip_unknown, note, flag="--skip-unknown", counted=True)
     ids = vocab.encode(text)
     if len(ids) < 2:
         raise CharrnnError(f"{path} has {len(ids)} usable characters; the loss needs at least 2")
@@ -106,42 +100,6 @@ def evaluate(checkpoint, file, split, batch_size, seq_length, skip_unknown, nove
 
 
 # ----------------------------------------------------------------------------------------- info
-def _number(value):
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def checkpoint_info(path, which="best") -> dict:
-    """What `charrnn info` shows, as a flat JSON-able dict; absent metadata becomes None."""
-    path = resolve_checkpoint(path, which)
-    model, vocab, meta = load_model(path)
-    cfg = model.config
-    corpus = meta.get("corpus") if isinstance(meta.get("corpus"), dict) else {}
-    val_loss, best_val_loss = _number(meta.get("val_loss")), _number(meta.get("best_val_loss"))
-    return {
-        "checkpoint": str(path),
-        "format_version": meta.get("format_version"),
-        "cell": cfg.cell,
-        "layers": cfg.layers,
-        "hidden": cfg.hidden,
-        "dropout": cfg.dropout,
-        "weight_drop": cfg.weight_drop,
-        "parameters": int(model.num_parameters),
-        "plan": model.plan.to_dict() if "plan" in meta else None,
-        "vocab_size": len(vocab),
-        "vocab_mode": vocab.mode,
-        "vocab": vocab.printable(),
-        "iteration": meta.get("iteration"),
-        "epoch": _number(meta.get("epoch")),
-        "val_loss_nats": val_loss,
-        "val_loss_bits": None if val_loss is None else val_loss / LN2,
-        "best_val_loss_nats": best_val_loss,
-        "best_val_loss_bits": None if best_val_loss is None else best_val_loss / LN2,
-        "train_seconds": _number(meta.get("train_seconds")),
-        "corpus": corpus.get("path"),
-        "corpus_chars": corpus.get("n_chars"),
-    }
-
-
 def _loss_text(nats, bits):
     return "-" if nats is None else f"{nats:.4f} nats/char = {bits:.4f} bits/char"
 
@@ -178,7 +136,7 @@ def machine_info(checkpoint=None, which="best") -> dict:
         train = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
         batch, steps = int(train.get("batch_size", 50)), int(train.get("seq_length", 100))
         details["checkpoint_plan"] = model.plan.to_dict() if "plan" in meta else None
-        details["machine_plan"] = choose_plan(model.config, batch, steps, note=_note).to_dict()
+        details["machine_plan"] = choose_plan(model.config, batch, steps, note=note).to_dict()
         details["plans"] = cached_plans()
     return details
 
@@ -253,7 +211,8 @@ def info(checkpoint, machine, as_json, which):
         return
     if checkpoint is None:
         raise CharrnnError("info needs a CHECKPOINT (a .npz file or a run directory), or --machine")
-    details = checkpoint_info(checkpoint, which)
+    path = resolve_checkpoint(checkpoint, which)
+    details = checkpoint_summary(path, *load_model(path))
     if as_json:
         click.echo(json.dumps(details))
         return

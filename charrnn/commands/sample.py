@@ -7,28 +7,11 @@ from pathlib import Path
 import click
 
 from charrnn.checkpoint import resolve_checkpoint
-from charrnn.commands import WHICH
+from charrnn.commands import WHICH, note
 from charrnn.data import BYTES, read_text_file
 from charrnn.errors import CharrnnError, OutputClosed
-from charrnn.sampling import beam_search, check_controls, check_length, generate, start_logits
-from charrnn.saved import load_model
-
-
-def _note(message):
-    click.echo(f"charrnn: note: {message}", err=True)
-
-
-def start_probabilities(meta, vocab_size):
-    """Character frequencies for starting without a prime, if the checkpoint records usable ones."""
-    unigram = meta.get("unigram")
-    if unigram is None:
-        return None
-    try:
-        start_logits(vocab_size, unigram)
-    except CharrnnError:
-        _note("the checkpoint's character frequencies (unigram) are malformed; the first character is drawn uniformly")
-        return None
-    return unigram
+from charrnn.sampling import beam_search, check_controls, check_length, generate
+from charrnn.saved import load_model, start_probabilities
 
 
 @contextlib.contextmanager
@@ -136,11 +119,11 @@ def sample(
     if output is not None and Path(output).is_file() and Path(output).samefile(source):
         raise CharrnnError(f"--output {output} is the checkpoint being sampled; write the text to another file")
     model, vocab, meta = load_model(source)
-    start_probs = start_probabilities(meta, len(vocab))
+    start_probs = start_probabilities(meta, len(vocab), note)
     # Everything that can be refused (the prime above all) is checked before --output is opened,
     # so a refused command leaves an existing output file as it was.
     if beam is not None:
-        text = beam_search(model, vocab, prime_text, length, beam, drop_unknown, start_probs, notify=_note)
+        text = beam_search(model, vocab, prime_text, length, beam, drop_unknown, start_probs, notify=note)
         with _output_stream(output) as out:
             _write(out, text + ("" if text.endswith("\n") else "\n"))
         return
@@ -157,7 +140,7 @@ def sample(
         num_samples=num_samples,
         drop_unknown=drop_unknown,
         start_probs=start_probs,
-        notify=_note,
+        notify=note,
         threads=threads,
     )
     with _output_stream(output) as out:

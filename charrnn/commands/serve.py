@@ -5,7 +5,7 @@ import socket
 
 import click
 
-from charrnn.commands import WHICH
+from charrnn.commands import WHICH, note
 from charrnn.errors import CharrnnError
 
 DEFAULT_OUTBOX_CHARS = 1 << 16  # charrnn.engine's, which imports numba: not imported before it is needed
@@ -97,20 +97,18 @@ def serve(checkpoint, host, port, max_length, max_prime, max_streams, max_unread
     except ImportError:
         raise CharrnnError(INSTALL) from None
     from charrnn.checkpoint import resolve_checkpoint
-    from charrnn.commands.evaluate import checkpoint_info
-    from charrnn.commands.sample import start_probabilities
     from charrnn.engine import Engine
     from charrnn.parallel import usable_cores
-    from charrnn.saved import load_model
+    from charrnn.saved import checkpoint_summary, load_model, start_probabilities
 
     sock = _listening_socket(host, port)  # first: a port in use is said before any loading
     source = resolve_checkpoint(checkpoint, which)
     model, vocab, meta = load_model(source)
-    info = checkpoint_info(source)
+    info = checkpoint_summary(source, model, vocab, meta)
     engine = Engine(
         model,
         vocab,
-        start_probabilities(meta, len(vocab)),
+        start_probabilities(meta, len(vocab), note),
         max_streams=max_streams,
         outbox_chars=max_unread,
         threads=threads or min(2, usable_cores()),

@@ -62,8 +62,9 @@ def tune(file, minutes, trial_minutes, out, storage, study_name, space_file, wor
     again to continue a study, on this machine or (with --storage) on others at the same time;
     `charrnn tune STUDY_DIR --report` reports on one.
     """
-    from charrnn.tune import TuneConfig, Tuner, default_study_dir, load_study_of
+    from charrnn.tune import TuneConfig, Tuner, default_study_dir
     from charrnn.tune_report import write_report
+    from charrnn.tune_storage import load_study_of
 
     if report:
         study_dir = file if Path(file).is_dir() else out or default_study_dir(file)

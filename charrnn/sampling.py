@@ -36,10 +36,14 @@ PRIME_WINDOW = 512  # the prime is read in windows so a long prime file does not
 SPLIT_UNITS_MIN_HIDDEN = 128
 # Threads that wait for each other at every layer lose badly when another job holds a core, so with
 # the default thread count samplers time their calls on one thread and on several, use the faster,
-# and time the other again every PROBE_EVERY calls. What they learn is shared by every sampler of
-# the same shape in the process (machine load is the process's, not one sampler's); the first call
-# of a shape may include compiling and is not timed. The text does not depend on the thread count.
+# and time the other again every PROBE_EVERY calls, on the first PROBE_STEPS steps of that call only
+# (the rest runs on the faster count: a whole call on the slower one cost the default 2-thread
+# sampler 6% at H=256 on a quiet 2-core machine). What they learn is shared by every sampler of the
+# same shape in the process (machine load is the process's, not one sampler's); the first call of a
+# shape may include compiling and is not timed. The text does not depend on the thread count, so a
+# call may be cut between counts anywhere.
 PROBE_EVERY = 8
+PROBE_STEPS = 64
 # A batch is cut between threads (batch_threads) only where each gets this many streams: two panel tiles.
 BATCH_ROWS_PER_THREAD = 8
 PROBE_MIN_STEPS = 32  # shorter calls are timed, but do not count
@@ -356,23 +360,31 @@ class Sampler:
 
     _STEP_ROWS = ("gates", "h_seq", "c_seq", "aux_seq", "x_hat", "r_hat", "c_hat", "rstd")
 
-    def _threads_for_next_call(self):
+    def _thread_counts_for_next_call(self, steps):
+        """[(workers, steps), ...]: the thread counts this call runs on, in turn (see PROBE_EVERY)."""
         if not self._adaptive:
-            return self.workers
+            return [(self.workers, steps)]
         self._timings["calls"] += 1
         rates = self._timings["rates"]
         for candidate in (self.workers, 1):
             if candidate not in rates:
-                return candidate
+                return [(candidate, steps)]
         faster, slower = sorted(rates, key=rates.get, reverse=True)
-        return slower if self._timings["calls"] % PROBE_EVERY == 0 else faster
+        if self._timings["calls"] % PROBE_EVERY:
+            return [(faster, steps)]
+        if steps >= PROBE_STEPS + PROBE_MIN_STEPS:
+            return [(slower, PROBE_STEPS), (faster, steps - PROBE_STEPS)]
+        return [(slower, steps)]
 
     def _sample_units(self, out, uniforms):
-        workers = self._threads_for_next_call()
-        started = time.perf_counter()
-        self._run_units(workers, out, uniforms)
-        if self._adaptive and len(out) >= PROBE_MIN_STEPS and self._timings["calls"] > 1:
-            self._timings["rates"][workers] = len(out) / max(time.perf_counter() - started, 1e-9)
+        first = 0
+        for workers, steps in self._thread_counts_for_next_call(len(out)):
+            rows = slice(first, first + steps)
+            started = time.perf_counter()
+            self._run_units(workers, out[rows], uniforms[rows])
+            if self._adaptive and steps >= PROBE_MIN_STEPS and self._timings["calls"] > 1:
+                self._timings["rates"][workers] = steps / max(time.perf_counter() - started, 1e-9)
+            first += steps
 
     def _run_units(self, workers, out, uniforms):
         work = self._unit_work

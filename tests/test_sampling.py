@@ -212,6 +212,37 @@ def test_default_threads_follow_the_faster_count_and_keep_the_text(lstm, monkeyp
     assert chosen == [1]
 
 
+def test_a_long_call_re_times_the_slower_count_on_its_first_steps_only(lstm, monkeypatch):
+    import charrnn.sampling as sampling
+
+    model, vocab = lstm
+    monkeypatch.setattr(sampling, "SPLIT_UNITS_MIN_HIDDEN", 1)
+    monkeypatch.setattr(sampling, "usable_cores", lambda: 2)
+    # Both counts timed already, one thread the slower, and this the call that re-times it.
+    timings = {"calls": sampling.PROBE_EVERY - 1, "rates": {2: 1500.0, 1: 900.0}}
+    cfg = model.config
+    monkeypatch.setattr(sampling, "_thread_timings", {(cfg.cell, cfg.layers, cfg.hidden, "float32"): timings})
+    uniforms = np.random.default_rng(9).random((300, 1))
+    adaptive = sampler_after(model, vocab, "the ")
+    assert adaptive._timings is timings
+    chosen, real, clock = [], adaptive._run_units, [0.0]
+
+    def recording(workers, out, chunk):
+        chosen.append((workers, len(out)))
+        real(workers, out, chunk)
+        clock[0] += len(out) / timings_of_this_machine[workers]
+
+    timings_of_this_machine = {2: 2000.0, 1: 1000.0}
+    monkeypatch.setattr(adaptive, "_run_units", recording)
+    monkeypatch.setattr(sampling.time, "perf_counter", lambda: clock[0])
+    text = np.concatenate([adaptive.sample(200, uniforms[:200]), adaptive.sample(100, uniforms[200:])])
+    steps = sampling.PROBE_STEPS
+    assert chosen == [(1, steps), (2, 200 - steps), (2, 100)]
+    assert timings["rates"] == pytest.approx(timings_of_this_machine)  # both re-timed: the probe's steps, the rest
+    fixed = sampler_after(model, vocab, "the ", threads=1).sample(300, uniforms)
+    assert np.array_equal(text, fixed)
+
+
 def test_batched_streams_equal_single_stream_runs(lstm):
     model, vocab = lstm
     uniforms = np.random.default_rng(11).random((50, 3))

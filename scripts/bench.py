@@ -25,7 +25,12 @@ that machine's sgemm does, measured in a child process like the engines: a large
 and each hidden size's per-step recurrent products run whole on the multi-threaded BLAS and split
 across threads. From those rates comes the GEMM bound (see `training_products` and `gemm_bound`):
 the training rate a step would reach if its matrix products were all it did, each at the rate
-measured for its shape; "of bound" in the table is an engine's training rate divided by it.
+measured for its shape; "of bound" in the table is an engine's training rate divided by it. The
+rates the bound is computed from are measured again for each size and round, in a child process
+just before that round's engines, so a bound and the rates set against it see the same machine
+load (on a shared VM the large-product rate alone moved 141-178 GFLOP/s between runs); "bound c/s"
+is the median of a size's per-round bounds and "of bound" the median of its per-round fractions.
+The rates printed before the table are the first measurement's.
 """
 
 import argparse
@@ -551,14 +556,26 @@ def fraction(rate, bound):
     return rate / bound if rate is not None and bound else None
 
 
+def round_bound(hidden, machine):
+    return gemm_bound(hidden, machine["sgemm_gflops"]["large"]["gflops"], best_step_rates(machine, hidden))
+
+
+def median_fraction(results, key, bounds):
+    """The median over rounds of each round's rate over that round's bound."""
+    fractions = [fraction(result[key], bound) for result, bound in zip(results, bounds) if result is not None]
+    fractions = [value for value in fractions if value is not None]
+    return float(np.median(fractions)) if fractions else None
+
+
 def measure(hidden, args, with_torch, machine, torch_blas):
-    ours, theirs = [], []
+    ours, theirs, bounds = [], [], []
     for _ in range(args.rounds):
+        bounds.append(round_bound(hidden, run_child("machine", [hidden], args)))
         ours.append(run_child("charrnn", [hidden], args))
         theirs.append(run_child("torch", [hidden], args) if with_torch else None)
     sgemm = machine["sgemm_gflops"]
-    step_gflops = best_step_rates(machine, hidden)
-    bound = gemm_bound(hidden, sgemm["large"]["gflops"], step_gflops)
+    measured = [bound for bound in bounds if bound is not None]
+    bound = float(np.median(measured)) if measured else None
     train, torch_train = median_of(ours, "train_chars_per_s"), median_of(theirs, "train_chars_per_s")
     return {
         "hidden": hidden,
@@ -586,8 +603,9 @@ def measure(hidden, args, with_torch, machine, torch_blas):
         "flops_per_char": flops_per_char(hidden),
         "sgemm_gflops": {"large": sgemm["large"]["gflops"], **step_gflops_record(machine, hidden)},
         "bound_chars_per_s": bound,
-        "charrnn_fraction_of_bound": fraction(train, bound),
-        "torch_fraction_of_bound": fraction(torch_train, bound),
+        "bound_chars_per_s_by_round": bounds,
+        "charrnn_fraction_of_bound": median_fraction(ours, "train_chars_per_s", bounds),
+        "torch_fraction_of_bound": median_fraction(theirs, "train_chars_per_s", bounds) if with_torch else None,
     }
 
 

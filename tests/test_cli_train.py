@@ -1,5 +1,6 @@
 """`charrnn train` and `charrnn corpus` from the command line: bad input gives one line and exit 1."""
 
+import json
 import os
 import re
 import signal
@@ -54,6 +55,20 @@ def test_train_then_resume_from_the_command_line(tiny_corpus, tmp_path, capsys):
     code, stdout, _ = run_cli(capsys, "train", "--resume", str(out), "--max-iters", "20")
     assert code == 0
     assert "resumed from" in stdout and "iter     20/20" in stdout
+
+
+def test_eval_reads_a_run_as_its_own_evaluations_did(tiny_corpus, tmp_path, capsys):
+    """Batch 4 and 16-character windows, not eval's fallback 50 x 100: the run's logged loss, to the bit."""
+    out = tmp_path / "run"
+    code, _, _ = run_cli(capsys, "train", str(tiny_corpus), *SMALL, "--max-iters", "10", "--out", str(out))
+    assert code == 0
+    logged = load_checkpoint(out, which="latest")[1]["val_loss"]
+    code, stdout, err = run_cli(capsys, "eval", str(out), "--split", "val", "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["loss_nats"] == logged and (result["batch_size"], result["seq_length"]) == (4, 16)
+    code, stdout, _ = run_cli(capsys, "eval", str(out), "--batch-size", "3", "--seq-length", "5")
+    assert code == 0 and "(3 streams, 5-character windows)" in stdout
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,28 @@ def _decoded_split(vocab, ids):
     return vocab.decode_bytes(ids) if vocab.mode == BYTES else vocab.decode(ids)
 
 
+# Without a run's own layout (a model-only checkpoint), windows as charrnn train's defaults cut them.
+EVAL_BATCH, EVAL_STEPS = 50, 100
+
+
+def eval_layout(meta, batch_size=None, seq_length=None):
+    """(streams, window length) to evaluate with: those given, else the run's training batch size and
+    sequence length. The streams carry their state from window to window, so another layout reads the
+    same characters from other states and gives a loss a hair different from the run's own evaluations."""
+    train = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
+
+    def own(value, key, fallback):
+        if value is not None:
+            return value
+        try:
+            value = int(train.get(key, fallback))
+        except (TypeError, ValueError):
+            return fallback
+        return value if value >= 1 else fallback
+
+    return own(batch_size, "batch_size", EVAL_BATCH), own(seq_length, "seq_length", EVAL_STEPS)
+
+
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path())
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
@@ -39,8 +61,18 @@ def _decoded_split(vocab, ids):
     default=None,
     help="evaluate on this split of the training corpus (default: val, when no FILE is given)",
 )
-@click.option("--batch-size", default=50, show_default=True, type=int, help="streams evaluated side by side")
-@click.option("--seq-length", default=100, show_default=True, type=int, help="characters per window (state is carried)")
+@click.option(
+    "--batch-size",
+    default=None,
+    type=int,
+    help=f"streams evaluated side by side (default: the run's own, as its logged evaluations; else {EVAL_BATCH})",
+)
+@click.option(
+    "--seq-length",
+    default=None,
+    type=int,
+    help=f"characters per window, state carried (default: the run's own; else {EVAL_STEPS})",
+)
 @click.option("--skip-unknown", is_flag=True, help="leave out characters of FILE that are not in the vocabulary")
 @click.option(
     "--novelty",
@@ -58,10 +90,11 @@ def evaluate(checkpoint, file, split, batch_size, seq_length, skip_unknown, nove
     """
     if file is not None and split is not None:
         raise CharrnnError("give either FILE or --split, not both")
-    if batch_size < 1 or seq_length < 1:
+    if (batch_size is not None and batch_size < 1) or (seq_length is not None and seq_length < 1):
         raise CharrnnError("--batch-size and --seq-length must be at least 1")
     path = resolve_checkpoint(checkpoint, which)
     model, vocab, meta = load_model(path)
+    batch_size, seq_length = eval_layout(meta, batch_size, seq_length)
     result = {"checkpoint": str(path)}
 
     if file is not None or split is not None or novelty_file is None:
@@ -73,6 +106,7 @@ def evaluate(checkpoint, file, split, batch_size, seq_length, skip_unknown, nove
             ids = load_split_ids(meta, split)
             result["split"] = split
         result.update(evaluate_loss(model, ids, batch_size, seq_length))
+        result.update(batch_size=batch_size, seq_length=seq_length)
 
     if novelty_file is not None:
         sample_text = read_text_file(novelty_file, vocab.mode, "the sample file")
@@ -88,7 +122,7 @@ def evaluate(checkpoint, file, split, batch_size, seq_length, skip_unknown, nove
         source = result.get("file") or f"{result['split']} split of {(meta.get('corpus') or {}).get('path')}"
         click.echo(
             f"{source}: {result['chars']:,} characters, loss {result['loss_nats']:.4f} nats/char "
-            f"= {result['bits_per_char']:.4f} bits/char"
+            f"= {result['bits_per_char']:.4f} bits/char ({batch_size} streams, {seq_length}-character windows)"
         )
     if "novelty" in result:
         click.echo(f"novelty of {novelty_file} against the training split ({result['train_chars']:,} characters):")
@@ -133,8 +167,7 @@ def machine_info(checkpoint=None, which="best") -> dict:
     }
     if checkpoint is not None:
         model, _, meta = load_model(resolve_checkpoint(checkpoint, which))
-        train = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
-        batch, steps = int(train.get("batch_size", 50)), int(train.get("seq_length", 100))
+        batch, steps = eval_layout(meta)
         details["checkpoint_plan"] = model.plan.to_dict() if "plan" in meta else None
         details["machine_plan"] = choose_plan(model.config, batch, steps, note=note).to_dict()
         details["plans"] = cached_plans()

@@ -6,17 +6,23 @@
 
 The trainer multiplies either by its lr_scale, which halves at each divergence it rolls back.
 
-A cosine with a time budget (--max-minutes) but no length (--max-iters, --lr-decay-iters) times
-iterations MEASURE_AFTER+1 .. MEASURE_AFTER+MEASURE_ITERS of its session (the first few still touch
-fresh memory and start threads, so they run slower than the rest) and one evaluation, then fixes once
-where the cosine ends (`fit_cosine_end`), so it finishes within the budget on a slow machine as on a
-fast one. That end is training state, like lr_scale: checkpoints record it and a resumed run uses it.
+A cosine with a time budget (--max-minutes) but no length (--max-iters, --lr-decay-iters) times the
+iterations of its session after the first MEASURE_AFTER (those still touch fresh memory and start
+threads, so they run slower than the rest), at least MEASURE_ITERS of them and MEASURE_SHARE of the
+budget (`measured_enough`), and one evaluation, then fixes once where the cosine ends
+(`fit_cosine_end`), so it finishes within the budget on a slow machine as on a fast one. That end is
+training state, like lr_scale: checkpoints record it and a resumed run uses it.
 """
 
 import math
 
 MEASURE_AFTER = 5
 MEASURE_ITERS = 20
+# A shared machine's speed drifts by tens of percent over seconds: twenty iterations timed in the
+# first second of 3-minute tuning trials, while the other trial was busy, were up to 40% slower than
+# the rest of the run, which then stopped 30% before its budget. So the timing spans a share of the
+# budget too; the rate stays at --lr meanwhile, where the cosine is flat anyway.
+MEASURE_SHARE = 0.04
 # Share of the budget the fitted cosine leaves free, as speed drifts on a shared machine. Overrunning
 # is mild anyway: the budget then cuts the run where the cosine is within a hair of --min-lr.
 SCHEDULE_MARGIN = 0.03
@@ -53,6 +59,11 @@ def step_lr(epoch, lr, decay, decay_after):
         if started >= decay_after:
             rate *= decay
     return rate
+
+
+def measured_enough(config, iterations, seconds):
+    """Whether `iterations` timed iterations, `seconds` of training in all, are enough to fix the end."""
+    return iterations >= MEASURE_ITERS and seconds >= MEASURE_SHARE * config.max_minutes * 60
 
 
 def fit_cosine_end(config, iteration, seconds_used, per_iter, per_eval, iterations_to_max_epochs=None):

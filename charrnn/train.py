@@ -31,7 +31,7 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_loss
 from charrnn.model import NonFiniteLoss
 from charrnn.optim import clip_grad_norm, clip_grad_value, grad_norm
-from charrnn.schedule import MEASURE_AFTER, MEASURE_ITERS, fit_cosine_end, get_lr
+from charrnn.schedule import MEASURE_AFTER, fit_cosine_end, get_lr, measured_enough
 from charrnn.train_start import start_run, warm_up
 
 # The Unreasonable Effectiveness post shows samples at these iterations; evaluations add more.
@@ -91,7 +91,7 @@ class Trainer:
         if self.continuing:
             self.run_dir.forget_metrics_after(state.iteration)
         started, seconds_before = self.clock(), state.train_seconds
-        # A time-budgeted cosine times this session's iterations MEASURE_AFTER+1 .. MEASURE_AFTER+MEASURE_ITERS.
+        # A time-budgeted cosine times this session's iterations from MEASURE_AFTER+1 (see charrnn.schedule).
         measuring = cfg.fits_cosine_to_budget and state.schedule_end is None
         # Under MPI every rank must stop after the same iteration, and the launcher ends the ranks itself.
         stop_asked = nullcontext([]) if self.world.distributed else interrupt_requests()
@@ -173,10 +173,11 @@ class Trainer:
                 # Evaluate and checkpoint (a budgeted cosine's first evaluation is brought forward to time it).
                 if measuring and session_iters > MEASURE_AFTER:
                     timed_seconds += self.clock() - step_started
-                fix_now = measuring and session_iters == MEASURE_AFTER + MEASURE_ITERS
+                timed_iters = session_iters - MEASURE_AFTER
+                fix_now = measuring and measured_enough(cfg, timed_iters, timed_seconds)
                 evaluate_now = fix_now or state.iteration % cfg.eval_every == 0
                 if fix_now:
-                    self._fix_schedule_end(timed_seconds / MEASURE_ITERS, started, loss)
+                    self._fix_schedule_end(timed_seconds / timed_iters, timed_iters, started, loss)
                     measuring = False
                 elif evaluate_now:
                     self._evaluate_and_save(loss)
@@ -251,7 +252,7 @@ class Trainer:
             f"and halved the learning rate to {lr:.2e}"
         )
 
-    def _fix_schedule_end(self, per_iter, started, train_loss):
+    def _fix_schedule_end(self, per_iter, timed_iters, started, train_loss):
         """Sets, once, where the cosine reaches --min-lr (charrnn.schedule.fit_cosine_end). The run
         evaluates here, early, to time a whole evaluation: validation pass, checkpoint, sample and loss
         curve (for a small model the last three cost more than the pass)."""
@@ -272,7 +273,7 @@ class Trainer:
         state.schedule_end = self.world.broadcast(end)  # rank 0's measurement, for every rank
         self.log(
             f"schedule: cosine fixed to end at iteration {state.schedule_end} (measured {per_iter * 1000:.0f} ms/iter "
-            f"over iterations {state.iteration - MEASURE_ITERS + 1}-{state.iteration}, evaluations ~{per_eval:.3g} s "
+            f"over iterations {state.iteration - timed_iters + 1}-{state.iteration}, evaluations ~{per_eval:.3g} s "
             f"each; {limit})"
         )
         self._save(val_loss)  # again: the checkpoint just written predates the end, and a resume needs it

@@ -4,7 +4,16 @@ import math
 
 import pytest
 
-from charrnn.schedule import SCHEDULE_MARGIN, cosine_lr, fit_cosine_end, get_lr, step_lr
+from charrnn.schedule import (
+    MEASURE_ITERS,
+    MEASURE_SHARE,
+    SCHEDULE_MARGIN,
+    cosine_lr,
+    fit_cosine_end,
+    get_lr,
+    measured_enough,
+    step_lr,
+)
 from charrnn.train_config import TrainConfig
 
 
@@ -51,3 +60,11 @@ def test_the_fitted_end_is_what_the_budget_left_holds():
         "--max-epochs 2 comes before the 1 min budget",
     )
     assert fit_cosine_end(config, 25, 75.0, 1.0, 2.0) == (25, "budget 1 min")  # overspent: no iteration left
+
+
+def test_the_speed_is_timed_over_enough_iterations_and_a_share_of_the_budget():
+    config = TrainConfig(corpus="", out="", lr_schedule="cosine", max_minutes=10)
+    share = MEASURE_SHARE * 600
+    assert not measured_enough(config, MEASURE_ITERS - 1, 2 * share)
+    assert not measured_enough(config, 10 * MEASURE_ITERS, 0.99 * share)
+    assert measured_enough(config, MEASURE_ITERS, share)

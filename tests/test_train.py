@@ -240,6 +240,24 @@ def test_a_time_budgeted_cosine_fixes_its_end_from_the_measured_speed(tiny_corpu
     assert load_checkpoint(next((tmp_path / "run").glob("ckpt_iter000025_*.npz")))[1]["schedule_end"] == end
 
 
+def test_a_longer_budget_times_more_iterations_before_fixing_the_end(tiny_corpus, tmp_path):
+    """10 minutes: the timing spans 4% of it, 24 s of 0.5 s iterations, 48 of them after the first 5."""
+    lines = []
+    budget = {**BUDGETED, "max_minutes": 10, "eval_every": 100}
+    config = small_config(tiny_corpus, tmp_path / "run", max_iters=0, max_epochs=1, **budget)
+    trainer = Trainer(config, log=lines.append)
+    FakeClock().drive(trainer)
+    trainer.run()
+    assert [line for line in lines if line.startswith("schedule:")] == [
+        "schedule: cosine fixed to end at iteration 84 (measured 500 ms/iter over iterations 6-53, "
+        "evaluations ~1 s each; --max-epochs 1 comes before the 10 min budget)"
+    ]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["lr"] for r in records if not r.get("eval")]
+    assert logged[:53] == pytest.approx([cosine_rate(config, i) for i in range(53)])
+    assert logged[53:] == pytest.approx([cosine_rate(config, i, end=84) for i in range(53, 84)])
+
+
 def test_a_time_budgeted_cosine_resumes_with_its_recorded_end(tiny_corpus, tmp_path):
     resumed_lines = []
 

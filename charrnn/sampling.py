@@ -26,7 +26,13 @@ from charrnn.cells import CELLS, input_shift
 from charrnn.data import BYTES, known_text
 from charrnn.errors import CharrnnError
 from charrnn.kernels.panels import PANEL_MIN_STEPS, TILE_ROWS, packed_weights
-from charrnn.kernels.sampling import pack_unit_columns, sample_chunk, sample_units, sampling_distribution
+from charrnn.kernels.sampling import (
+    pack_unit_columns,
+    sample_chunk,
+    sample_units,
+    sampling_distribution,
+    unit_range,
+)
 from charrnn.kernels.sync import ARRIVAL_STRIDE
 from charrnn.parallel import run_parts, usable_cores
 
@@ -272,23 +278,43 @@ class Sampler:
         }
 
     def _packs(self, workers):
-        """Each layer's W_x, W_h, bias with the columns of each thread's units together (one thread: as they are)."""
+        """The weights as the unit-split loop reads them (see sample_units): each layer's W_x, W_h and
+        bias with the columns of each thread's units together (one thread: as they are), W_x of layers
+        above 0 and W_h in panels of those columns, and the output layer in panels."""
         packs = self._unit_work["packs"]
         if workers not in packs:
-            net = self._net
+            net, model = self._net, self.model
             H = self.h.shape[2]
 
-            def pack(W):
+            def columns(W):
                 if workers == 1:
                     return W.reshape(1, *W.shape)
                 packed = np.zeros((workers, W.shape[0], W.shape[1] // H * -(-H // workers)), W.dtype)
                 pack_unit_columns(packed, W, workers, H)
                 return packed
 
+            def panels(W):
+                by_worker = columns(W)
+                G = W.shape[1] // H
+                pieces = [
+                    packed_weights(by_worker[worker, :, : G * unit_range(worker, workers, H)[1]], PANEL_MIN_STEPS)
+                    for worker in range(workers)
+                ]
+                out = np.zeros((workers, max(len(piece) for piece in pieces), *pieces[0].shape[1:]), W.dtype)
+                for worker, piece in enumerate(pieces):
+                    out[worker, : len(piece)] = piece
+                return out
+
+            layers = range(model.config.layers)
+            first_columns = columns(net.W_x[0])
             packs[workers] = net._replace(
-                W_x=tuple(pack(W) for W in net.W_x),
-                W_h=tuple(pack(W) for W in net.W_h),
-                b=tuple(pack(b.reshape(1, -1))[:, 0] for b in net.b),
+                W_x=tuple(first_columns if layer == 0 else first_columns[:, :0] for layer in layers),
+                b=tuple(columns(b.reshape(1, -1))[:, 0] for b in net.b),
+                W_x_panels=tuple(
+                    panels(W) if layer else np.zeros((workers, 0, 0, 0), W.dtype) for layer, W in enumerate(net.W_x)
+                ),
+                W_h_panels=tuple(panels(W) for W in net.W_h),
+                out_panels=packed_weights(net.out_W, PANEL_MIN_STEPS),
             )
         return packs[workers]
 

@@ -16,7 +16,7 @@ from charrnn.kernels.recurrent import (
     rnn_backward,
     rnn_forward,
 )
-from charrnn.kernels.sampling import accumulate_rows, pack_unit_columns, unit_range
+from charrnn.kernels.sampling import pack_unit_columns, unit_range
 from charrnn.kernels.sync import ARRIVAL_STRIDE, arrive_and_wait
 
 GRID = np.concatenate(
@@ -187,18 +187,6 @@ def test_gemm_matches_numpy_on_views(dtype, shape):
 
 
 # --------------------------------------------------------------------- single-stream sampling parts
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("K, N, n", [(16, 32, 32), (19, 40, 33), (3, 8, 5), (33, 65, 65)])
-def test_row_product_matches_numpy(dtype, K, N, n):
-    rng = np.random.default_rng(K + N)
-    x, W = rng.normal(size=K).astype(dtype), rng.normal(size=(K, N)).astype(dtype)
-    start = rng.normal(size=n).astype(dtype)
-    out = start.copy()
-    accumulate_rows(out, x, W)
-    tol = 1e-5 if dtype == np.float32 else 1e-13
-    np.testing.assert_allclose(out, start + x @ W[:, :n], rtol=tol, atol=tol)
-
-
 @pytest.mark.parametrize("H, G, workers", [(8, 4, 2), (19, 3, 2), (10, 1, 3), (7, 4, 1)])
 def test_packed_columns_are_each_workers_units_block_by_block(H, G, workers):
     W = np.arange(5 * G * H, dtype=np.float64).reshape(5, G * H)

@@ -9,6 +9,7 @@ from charrnn.kernels.panels import (
     packed_weights,
     panel_product,
     product_space,
+    row_product,
     step_product,
 )
 
@@ -58,6 +59,24 @@ def test_a_rows_result_does_not_depend_on_the_rows_around_it(dtype):
     out = product_space(50, W[:, 3 * width :], right)
     panel_product(out, a, right, False)
     assert np.array_equal(out[:, : W.shape[1] - 3 * width], whole[:, 3 * width : W.shape[1]])
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+@pytest.mark.parametrize("K, N", [(1, 1), (7, 5), (19, 76), (64, 80), (128, 65), (256, 512)])
+def test_row_product_is_the_tiles_row_to_the_bit(dtype, tol, K, N):
+    """One row on its own (single-stream sampling): what a 4-row tile computes for that row, also
+    where there are fewer than four panels or a few left over after groups of four."""
+    rng = np.random.default_rng(K + N)
+    x, W = rng.normal(size=K).astype(dtype), rng.normal(size=(K, N)).astype(dtype)
+    panels = packed(W)
+    out = np.full(panels.shape[0] * panels.shape[2], np.nan, dtype)
+    row_product(out, x, panels)
+    tile = product_space(4, W, panels)
+    panel_product(tile, np.stack([x, -x, 2 * x, x]), panels, False)
+    assert np.array_equal(out, tile[0]) and np.array_equal(out, tile[3])
+    exact = x.astype(np.float64) @ W.astype(np.float64)
+    np.testing.assert_allclose(out[:N], exact, rtol=0, atol=tol * np.abs(x).max() * np.abs(W).max() * K)
+    assert np.all(out[N:] == 0.0)  # the padding columns
 
 
 def test_padding_columns_are_zero_and_short_windows_use_the_blas():

@@ -108,6 +108,94 @@ def product_tile(typingctx, out, a, panel, row, column, accumulate):
     return signature, codegen
 
 
+def _row_codegen(group):
+    """Code for out[W*first : W*(first+group)] = x @ panels[first : first+group]: 2 * group vector
+    accumulators, one fma each per k, so a column's result is product_tile's fma chain for its row."""
+
+    def codegen(context, builder, sig, args):
+        out_type, x_type, panels_type = sig.args[:3]
+        dtype = out_type.dtype
+        element = context.get_data_type(dtype)
+        lanes = _lanes(dtype)
+        vector = ir.VectorType(element, lanes)
+        fma = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(vector, [vector] * 3),
+            f"llvm.fma.v{lanes}f{64 if dtype == types.float64 else 32}",
+        )
+        out_array = context.make_array(out_type)(context, builder, args[0])
+        x_array = context.make_array(x_type)(context, builder, args[1])
+        panels_array = context.make_array(panels_type)(context, builder, args[2])
+        first = args[3]
+        (out_step,) = cgutils.unpack_tuple(builder, out_array.strides, 1)
+        (x_step,) = cgutils.unpack_tuple(builder, x_array.strides, 1)
+        panel_step, row_step, _ = cgutils.unpack_tuple(builder, panels_array.strides, 3)
+        _, depth, width = cgutils.unpack_tuple(builder, panels_array.shape, 3)
+        element_size = context.get_abi_sizeof(element)
+        byte = ir.IntType(8).as_pointer()
+
+        def address(base, offset, kind):
+            return builder.bitcast(builder.gep(builder.bitcast(base, byte), [offset]), kind.as_pointer())
+
+        def constant(value):
+            return ir.Constant(first.type, value)
+
+        panel_offsets = [builder.mul(builder.add(first, constant(g)), panel_step) for g in range(group)]
+        accumulators = []
+        for _ in range(2 * group):
+            slot = cgutils.alloca_once(builder, vector)
+            builder.store(ir.Constant(vector, None), slot)
+            accumulators.append(slot)
+        with cgutils.for_range(builder, depth) as loop:
+            k = loop.index
+            x = builder.load(address(x_array.data, builder.mul(k, x_step), element))
+            splat = builder.insert_element(ir.Constant(vector, None), x, ir.Constant(ir.IntType(32), 0))
+            splat = builder.shuffle_vector(
+                splat, ir.Constant(vector, None), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+            )
+            row = builder.mul(k, row_step)
+            for g in range(group):
+                for half in range(2):
+                    offset = builder.add(builder.add(panel_offsets[g], row), constant(half * lanes * element_size))
+                    weights = builder.load(address(panels_array.data, offset, vector), align=1)
+                    slot = accumulators[2 * g + half]
+                    builder.store(builder.call(fma, [splat, weights, builder.load(slot)]), slot)
+        for g in range(group):
+            for half in range(2):
+                column = builder.add(builder.mul(builder.add(first, constant(g)), width), constant(half * lanes))
+                slot = address(out_array.data, builder.mul(column, out_step), vector)
+                builder.store(builder.load(accumulators[2 * g + half]), slot, align=1)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+@intrinsic
+def product_row_4(typingctx, out, x, panels, first):
+    """out[W*first : W*(first+4)] = x (K,) @ panels[first : first+4] (panels (P, K, W), W = 2 vectors)."""
+    return types.void(out, x, panels, types.intp), _row_codegen(4)
+
+
+@intrinsic
+def product_row_1(typingctx, out, x, panels, first):
+    """out[W*first : W*(first+1)] = x (K,) @ panels[first]."""
+    return types.void(out, x, panels, types.intp), _row_codegen(1)
+
+
+@njit
+def row_product(out, x, panels):
+    """out (>= P*width,) = x (K,) @ W, W packed by pack_panels (P, K, width): four panels at a time,
+    so eight accumulators hide the fma latency while W streams through once, front to back."""
+    P = panels.shape[0]
+    p = 0
+    while p + 4 <= P:
+        product_row_4(out, x, panels, p)
+        p += 4
+    while p < P:
+        product_row_1(out, x, panels, p)
+        p += 1
+
+
 PANEL_MIN_STEPS = 4  # shorter windows (one sampling step) do not repay packing W: they call the BLAS
 
 

@@ -59,8 +59,9 @@ _thread_timings = {}  # (cell, L, H, dtype): {"calls": n, "rates": {threads: cha
 # What the compiled loops (charrnn.kernels.sampling) read, by name. Per-layer fields are tuples of
 # arrays; fields a cell does not have are empty arrays. The LN-LSTM's shift_x is its bias_x plus b
 # (its b is then zero: it is added after the input's normalisation, not before).
-# The batched loop's products read W_x (layers above 0), W_h and out_W packed into panels (W_x_panels,
-# W_h_panels, out_panels; empty where unused). Controls hold one entry per stream: arrays of B.
+# Both loops' products read W_x (layers above 0), W_h and out_W packed into panels (W_x_panels,
+# W_h_panels, out_panels; empty where unused; the unit-split loop's have a leading axis of threads,
+# see Sampler._packs). Controls hold one entry per stream: arrays of B.
 Net = namedtuple(
     "Net",
     "cell W_x W_h b b_hn gain_x shift_x gain_h shift_h gain_c shift_c out_W out_b W_x_panels W_h_panels out_panels",
@@ -274,13 +275,15 @@ class Sampler:
                 order=rows(V, np.int64),
                 scratch=rows(V, np.int64),
             ),
-            "packs": {},  # thread count: each layer's W_x, W_h and bias, packed per thread
+            "packs": {},  # thread count: the weights packed per thread (_packs)
         }
 
     def _packs(self, workers):
-        """The weights as the unit-split loop reads them (see sample_units): each layer's W_x, W_h and
-        bias with the columns of each thread's units together (one thread: as they are), W_x of layers
-        above 0 and W_h in panels of those columns, and the output layer in panels."""
+        """The weights as the unit-split loop reads them (see sample_units): layer 0's W_x and every
+        bias with the columns of each thread's units together (one thread: as they are), the other
+        W_x and every W_h in panels of those columns, and the output layer in panels. The Net's
+        W_h and out_W stay as compiled_net made them, unread by that loop (upper layers' W_x are
+        empty: the tuple's arrays share one type)."""
         packs = self._unit_work["packs"]
         if workers not in packs:
             net, model = self._net, self.model

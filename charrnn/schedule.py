@@ -8,8 +8,9 @@ The trainer multiplies either by its lr_scale, which halves at each divergence i
 
 A cosine with a time budget (--max-minutes) but no length (--max-iters, --lr-decay-iters) times the
 iterations of its session after the first MEASURE_AFTER (those still touch fresh memory and start
-threads, so they run slower than the rest), at least MEASURE_ITERS of them and MEASURE_SHARE of the
-budget (`measured_enough`), and one evaluation, then fixes once where the cosine ends
+threads, so they run slower than the rest), at least MEASURE_ITERS of them and as many as
+MEASURE_SHARE of the run holds at their speed (`iterations_to_time`, decided after the first
+MEASURE_ITERS, by rank 0 for every rank of an MPI job), and one evaluation, then fixes once where the cosine ends
 (`fit_cosine_end`), so it finishes within the budget on a slow machine as on a fast one. That end is
 training state, like lr_scale: checkpoints record it and a resumed run uses it.
 """
@@ -61,9 +62,15 @@ def step_lr(epoch, lr, decay, decay_after):
     return rate
 
 
-def measured_enough(config, iterations, seconds):
-    """Whether `iterations` timed iterations, `seconds` of training in all, are enough to fix the end."""
-    return iterations >= MEASURE_ITERS and seconds >= MEASURE_SHARE * config.max_minutes * 60
+def iterations_to_time(config, per_iter, seconds_used, iterations_to_max_epochs=None):
+    """How many iterations (after the first MEASURE_AFTER) a time-budgeted cosine times before fixing
+    its end, from `per_iter` seconds each over the first MEASURE_ITERS of them: those, or more, as
+    many as MEASURE_SHARE of the run holds (the budget, or less where --max-epochs, reached after
+    `iterations_to_max_epochs` more, ends the run first)."""
+    run_seconds = config.max_minutes * 60
+    if iterations_to_max_epochs is not None:
+        run_seconds = min(run_seconds, seconds_used + iterations_to_max_epochs * per_iter)
+    return max(MEASURE_ITERS, math.ceil(MEASURE_SHARE * run_seconds / max(per_iter, 1e-9)))
 
 
 def fit_cosine_end(config, iteration, seconds_used, per_iter, per_eval, iterations_to_max_epochs=None):

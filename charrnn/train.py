@@ -31,7 +31,7 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate_loss
 from charrnn.model import NonFiniteLoss
 from charrnn.optim import clip_grad_norm, clip_grad_value, grad_norm
-from charrnn.schedule import MEASURE_AFTER, fit_cosine_end, get_lr, measured_enough
+from charrnn.schedule import MEASURE_AFTER, MEASURE_ITERS, fit_cosine_end, get_lr, iterations_to_time
 from charrnn.train_start import start_run, warm_up
 
 # The Unreasonable Effectiveness post shows samples at these iterations; evaluations add more.
@@ -115,6 +115,7 @@ class Trainer:
         cfg, state, model, grads = self.config, self.state, self.model, self.grads
         window_start, window_iters = self.clock(), 0  # the progress line's speed, evaluations left out
         session_iters, timed_seconds = 0, 0.0
+        to_time = None  # iterations a budgeted cosine times (charrnn.schedule.iterations_to_time)
         snapshot = None
         try:
             while not (reason := "interrupted" if asked else self._stop_reason(started)):
@@ -174,7 +175,13 @@ class Trainer:
                 if measuring and session_iters > MEASURE_AFTER:
                     timed_seconds += self.clock() - step_started
                 timed_iters = session_iters - MEASURE_AFTER
-                fix_now = measuring and measured_enough(cfg, timed_iters, timed_seconds)
+                if measuring and timed_iters == MEASURE_ITERS:  # the same iteration on every rank
+                    to_time = self.world.broadcast(
+                        iterations_to_time(
+                            cfg, timed_seconds / timed_iters, self.clock() - started, self._iterations_to_max_epochs()
+                        )
+                    )
+                fix_now = measuring and timed_iters == to_time
                 evaluate_now = fix_now or state.iteration % cfg.eval_every == 0
                 if fix_now:
                     self._fix_schedule_end(timed_seconds / timed_iters, timed_iters, started, loss)
@@ -252,6 +259,13 @@ class Trainer:
             f"and halved the learning rate to {lr:.2e}"
         )
 
+    def _iterations_to_max_epochs(self):
+        """Iterations left until --max-epochs ends the run (None without it)."""
+        cfg, state = self.config, self.state
+        if not cfg.max_epochs:
+            return None
+        return math.ceil((cfg.max_epochs - state.epoch) * state.loader.batches_per_epoch - 1e-9)
+
     def _fix_schedule_end(self, per_iter, timed_iters, started, train_loss):
         """Sets, once, where the cosine reaches --min-lr (charrnn.schedule.fit_cosine_end). The run
         evaluates here, early, to time a whole evaluation: validation pass, checkpoint, sample and loss
@@ -260,9 +274,7 @@ class Trainer:
         evaluation_started = self.clock()
         val_loss = self._evaluate_and_save(train_loss)
         per_eval = self.clock() - evaluation_started
-        to_max_epochs = None
-        if cfg.max_epochs:
-            to_max_epochs = math.ceil((cfg.max_epochs - state.epoch) * state.loader.batches_per_epoch - 1e-9)
+        to_max_epochs = self._iterations_to_max_epochs()
         end, limit = fit_cosine_end(cfg, state.iteration, self.clock() - started, per_iter, per_eval, to_max_epochs)
         if end <= cfg.warmup_iters:
             self.log(

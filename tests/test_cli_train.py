@@ -71,6 +71,16 @@ def test_eval_reads_a_run_as_its_own_evaluations_did(tiny_corpus, tmp_path, caps
     assert code == 0 and "(3 streams, 5-character windows)" in stdout
 
 
+@pytest.mark.parametrize("recorded", [None, "4", True, 2.5, 0, float("inf"), float("nan"), [4]])
+def test_eval_falls_back_to_50_streams_of_100_when_the_run_records_no_usable_layout(recorded):
+    from charrnn.commands.evaluate import eval_layout
+
+    assert eval_layout({"train_config": {"batch_size": recorded, "seq_length": recorded}}) == (50, 100)
+    assert eval_layout({"train_config": "damaged"}) == eval_layout({}) == (50, 100)
+    assert eval_layout({"train_config": {"batch_size": 4.0, "seq_length": 16}}) == (4, 16)
+    assert eval_layout({"train_config": {"batch_size": 4}}, batch_size=7, seq_length=9) == (7, 9)
+
+
 @pytest.mark.parametrize(
     "content, phrases",
     [

@@ -1,6 +1,7 @@
 """Data-parallel training over MPI: the pieces in one process, then real `mpirun -n 2` jobs against one process."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -183,6 +184,22 @@ def test_a_short_run_on_two_ranks_ends_where_one_process_does_and_resumes_on_one
     assert "trained on 2 rank(s), this run has 1" in resumed.stdout
     assert latest_meta(tmp_path / "two")["world_size"] == 1
     assert abs(latest_meta(tmp_path / "two")["val_loss"] - latest_meta(tmp_path / "one")["val_loss"]) <= 1e-4
+
+
+def test_a_time_budgeted_cosine_on_two_ranks_fixes_one_end_for_both(tiny_corpus, tmp_path):
+    """Each rank times its own iterations; how many to time and where the cosine ends are rank 0's,
+    decided at an iteration every rank reaches, so the ranks' collectives stay in step."""
+    launcher = mpirun()
+    budget = ["--lr-schedule", "cosine", "--max-minutes", "0.15", "--eval-every", "200"]
+    result = run(
+        [*launcher, "-n", "2", *charrnn("train", tiny_corpus, *SMALL, *budget, "--out", tmp_path / "run")], 120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("schedule: cosine fixed to end at iteration") == 1
+    assert result.stdout.count("stopped (reached") == 1
+    timed = re.search(r"over iterations 6-(\d+),", result.stdout)
+    assert timed and int(timed.group(1)) > 25  # 4% of the budget holds more than the 20 timed anyway
+    assert latest_meta(tmp_path / "run")["schedule_end"] > int(timed.group(1))
 
 
 def test_a_batch_that_does_not_split_between_the_ranks_is_one_line(tiny_corpus, tmp_path):

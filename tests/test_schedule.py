@@ -11,7 +11,7 @@ from charrnn.schedule import (
     cosine_lr,
     fit_cosine_end,
     get_lr,
-    measured_enough,
+    iterations_to_time,
     step_lr,
 )
 from charrnn.train_config import TrainConfig
@@ -62,9 +62,12 @@ def test_the_fitted_end_is_what_the_budget_left_holds():
     assert fit_cosine_end(config, 25, 75.0, 1.0, 2.0) == (25, "budget 1 min")  # overspent: no iteration left
 
 
-def test_the_speed_is_timed_over_enough_iterations_and_a_share_of_the_budget():
+def test_the_speed_is_timed_over_enough_iterations_and_a_share_of_the_run():
     config = TrainConfig(corpus="", out="", lr_schedule="cosine", max_minutes=10)
-    share = MEASURE_SHARE * 600
-    assert not measured_enough(config, MEASURE_ITERS - 1, 2 * share)
-    assert not measured_enough(config, 10 * MEASURE_ITERS, 0.99 * share)
-    assert measured_enough(config, MEASURE_ITERS, share)
+    assert iterations_to_time(config, 0.5, 13.0) == math.ceil(MEASURE_SHARE * 600 / 0.5)
+    assert iterations_to_time(config, 10.0, 260.0) == MEASURE_ITERS  # 4% of 10 minutes holds fewer
+    # --max-epochs ends the run after 13 s + 100 * 0.5 s: 4% of that is under MEASURE_ITERS.
+    assert iterations_to_time(config, 0.5, 13.0, iterations_to_max_epochs=100) == MEASURE_ITERS
+    assert iterations_to_time(config, 0.01, 13.0, iterations_to_max_epochs=10**6) == math.ceil(
+        MEASURE_SHARE * 600 / 0.01
+    )

@@ -244,18 +244,32 @@ def test_a_longer_budget_times_more_iterations_before_fixing_the_end(tiny_corpus
     """10 minutes: the timing spans 4% of it, 24 s of 0.5 s iterations, 48 of them after the first 5."""
     lines = []
     budget = {**BUDGETED, "max_minutes": 10, "eval_every": 100}
-    config = small_config(tiny_corpus, tmp_path / "run", max_iters=0, max_epochs=1, **budget)
+    config = small_config(tiny_corpus, tmp_path / "run", max_iters=0, **budget)
+    trainer = Trainer(config, log=lines.append)
+    FakeClock().drive(trainer)
+    interrupt_at(trainer, at_call=60)
+    assert trainer.run() == "interrupted"
+    (schedule,) = [line for line in lines if line.startswith("schedule:")]
+    assert "(measured 500 ms/iter over iterations 6-53, evaluations ~1 s each; budget 10 min)" in schedule
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["lr"] for r in records if not r.get("eval")]
+    end = trainer.state.schedule_end
+    assert logged[:53] == pytest.approx([cosine_rate(config, i) for i in range(53)])
+    assert logged[53:] == pytest.approx([cosine_rate(config, i, end=end) for i in range(53, len(logged))])
+
+
+def test_a_run_that_max_epochs_ends_early_times_a_share_of_that_run_only(tiny_corpus, tmp_path):
+    """30 minutes, but one epoch (84 iterations, 42 s) ends the run: 4% of it is under the 20
+    iterations timed anyway, so the end is fixed at iteration 25 and the cosine reaches --min-lr."""
+    lines = []
+    config = small_config(tiny_corpus, tmp_path / "run", max_iters=0, max_epochs=1, **{**BUDGETED, "max_minutes": 30})
     trainer = Trainer(config, log=lines.append)
     FakeClock().drive(trainer)
     trainer.run()
-    assert [line for line in lines if line.startswith("schedule:")] == [
-        "schedule: cosine fixed to end at iteration 84 (measured 500 ms/iter over iterations 6-53, "
-        "evaluations ~1 s each; --max-epochs 1 comes before the 10 min budget)"
-    ]
+    assert any("over iterations 6-25" in line and "--max-epochs 1 comes before" in line for line in lines)
+    assert trainer.state.schedule_end == 84 == trainer.state.iteration
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    logged = [r["lr"] for r in records if not r.get("eval")]
-    assert logged[:53] == pytest.approx([cosine_rate(config, i) for i in range(53)])
-    assert logged[53:] == pytest.approx([cosine_rate(config, i, end=84) for i in range(53, 84)])
+    assert [r["lr"] for r in records if not r.get("eval")][-1] == pytest.approx(5e-4, rel=1e-2)
 
 
 def test_a_time_budgeted_cosine_resumes_with_its_recorded_end(tiny_corpus, tmp_path):

@@ -1,12 +1,13 @@
 """`charrnn eval CKPT [FILE]` (held-out loss, sample novelty) and `charrnn info CKPT`."""
 
 import json
+import math
 
 import click
 
 from charrnn.checkpoint import resolve_checkpoint
 from charrnn.commands import WHICH, note
-from charrnn.data import BYTES, known_text, read_text_file
+from charrnn.data import BYTES, eval_stream_count, known_text, read_text_file
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import NOVELTY_LENGTHS, evaluate_loss, novel_substring_fractions
 from charrnn.plan import Plan
@@ -43,11 +44,11 @@ def eval_layout(meta, batch_size=None, seq_length=None):
     def own(value, key, fallback):
         if value is not None:
             return value
-        try:
-            value = int(train.get(key, fallback))
-        except (TypeError, ValueError):
-            return fallback
-        return value if value >= 1 else fallback
+        recorded = train.get(key)
+        whole = isinstance(recorded, (int, float)) and not isinstance(recorded, bool)
+        if not whole or not math.isfinite(recorded) or recorded != int(recorded) or recorded < 1:
+            return fallback  # absent or damaged: not a whole number of at least 1
+        return int(recorded)
 
     return own(batch_size, "batch_size", EVAL_BATCH), own(seq_length, "seq_length", EVAL_STEPS)
 
@@ -106,7 +107,8 @@ def evaluate(checkpoint, file, split, batch_size, seq_length, skip_unknown, nove
             ids = load_split_ids(meta, split)
             result["split"] = split
         result.update(evaluate_loss(model, ids, batch_size, seq_length))
-        result.update(batch_size=batch_size, seq_length=seq_length)
+        # The streams the windows used: fewer than asked on a text too short for that many.
+        result.update(batch_size=eval_stream_count(len(ids), batch_size), seq_length=seq_length)
 
     if novelty_file is not None:
         sample_text = read_text_file(novelty_file, vocab.mode, "the sample file")
@@ -122,7 +124,7 @@ def evaluate(checkpoint, file, split, batch_size, seq_length, skip_unknown, nove
         source = result.get("file") or f"{result['split']} split of {(meta.get('corpus') or {}).get('path')}"
         click.echo(
             f"{source}: {result['chars']:,} characters, loss {result['loss_nats']:.4f} nats/char "
-            f"= {result['bits_per_char']:.4f} bits/char ({batch_size} streams, {seq_length}-character windows)"
+            f"= {result['bits_per_char']:.4f} bits/char ({result['batch_size']} streams, {seq_length}-character windows)"
         )
     if "novelty" in result:
         click.echo(f"novelty of {novelty_file} against the training split ({result['train_chars']:,} characters):")

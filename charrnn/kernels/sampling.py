@@ -263,7 +263,8 @@ def unit_range(worker, workers, H):
 @njit
 def pack_unit_columns(packed, W, workers, H):
     """packed[w, :, :G*count_w] = the columns of W (K, G*H) that feed worker w's units, gate block
-    after gate block, so each thread streams one contiguous array instead of G strided pieces."""
+    after gate block: layer 0's row gather reads one contiguous run, and the panels made from the
+    rest (charrnn.sampling.Sampler._packs) hold only the thread's own columns."""
     K, GH = W.shape
     G = GH // H
     for worker in range(workers):

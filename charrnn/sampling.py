@@ -43,9 +43,9 @@ SPLIT_UNITS_MIN_HIDDEN = 128
 # Threads that wait for each other at every layer lose badly when another job holds a core, so with
 # the default thread count samplers time their calls on one thread and on several, use the faster,
 # and time the other again every PROBE_EVERY calls, on the first PROBE_STEPS steps of that call only
-# (the rest runs on the faster count: at H=256 on a quiet 2-core machine, timed at 22.9k chars/s on
-# two threads and 12.6k on one, whole calls on one thread cost 9% of the rate, 64 steps of a 256-step
-# call 2.5%). What they learn is shared by every sampler of the
+# (the rest runs on the faster count: at H=256 on a quiet 2-core machine, with row_product at 27k
+# chars/s on two threads and 18k on one, whole calls on one thread would cost 6.5% of the rate, 64
+# steps of a 256-step call 1.6%). What they learn is shared by every sampler of the
 # same shape in the process (machine load is the process's, not one sampler's); the first call of a
 # shape may include compiling and is not timed. The text does not depend on the thread count, so a
 # call may be cut between counts anywhere.

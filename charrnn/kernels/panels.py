@@ -28,42 +28,59 @@ def _lanes(dtype):
     return 8 if dtype == types.float32 else 4
 
 
+def _vector_fma(context, builder, dtype):
+    """(element type, vector type, lanes, llvm.fma on that vector) for the array's dtype."""
+    element = context.get_data_type(dtype)
+    lanes = _lanes(dtype)
+    vector = ir.VectorType(element, lanes)
+    fma = cgutils.get_or_insert_function(
+        builder.module,
+        ir.FunctionType(vector, [vector] * 3),
+        f"llvm.fma.v{lanes}f{64 if dtype == types.float64 else 32}",
+    )
+    return element, vector, lanes, fma
+
+
+def _arrays(context, builder, sig, args):
+    """The intrinsic's first three arguments (out, left operand, panels) as array structures."""
+    return [context.make_array(kind)(context, builder, value) for kind, value in zip(sig.args[:3], args[:3])]
+
+
+def _address(builder, base, offset, kind):
+    """A `kind` pointer `offset` bytes past `base`."""
+    byte = ir.IntType(8).as_pointer()
+    return builder.bitcast(builder.gep(builder.bitcast(base, byte), [offset]), kind.as_pointer())
+
+
+def _splat(builder, x, vector, lanes):
+    """The scalar x in every lane of `vector`."""
+    one = builder.insert_element(ir.Constant(vector, None), x, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(
+        one, ir.Constant(vector, None), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+    )
+
+
 @intrinsic
 def product_tile(typingctx, out, a, panel, row, column, accumulate):
     """out[row:row+4, column:column+W] (+)= a[row:row+4] @ panel, panel (K, W) with W = 2 vectors."""
     signature = types.void(out, a, panel, types.intp, types.intp, types.boolean)
 
     def codegen(context, builder, sig, args):
-        out_type, a_type, panel_type = sig.args[:3]
-        dtype = out_type.dtype
-        element = context.get_data_type(dtype)
-        lanes = _lanes(dtype)
-        vector = ir.VectorType(element, lanes)
-        fma = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(vector, [vector] * 3),
-            f"llvm.fma.v{lanes}f{64 if dtype == types.float64 else 32}",
-        )
-        out_array = context.make_array(out_type)(context, builder, args[0])
-        a_array = context.make_array(a_type)(context, builder, args[1])
-        panel_array = context.make_array(panel_type)(context, builder, args[2])
+        element, vector, lanes, fma = _vector_fma(context, builder, sig.args[0].dtype)
+        out_array, a_array, panel_array = _arrays(context, builder, sig, args)
         row, column, accumulate = args[3], args[4], args[5]
         out_rows, _ = cgutils.unpack_tuple(builder, out_array.strides, 2)
         a_rows, a_columns = cgutils.unpack_tuple(builder, a_array.strides, 2)
         panel_rows, _ = cgutils.unpack_tuple(builder, panel_array.strides, 2)
         depth, _ = cgutils.unpack_tuple(builder, panel_array.shape, 2)
         size = context.get_constant(types.intp, context.get_abi_sizeof(element))
-        byte = ir.IntType(8).as_pointer()
-
-        def address(base, offset, kind):
-            return builder.bitcast(builder.gep(builder.bitcast(base, byte), [offset]), kind.as_pointer())
 
         def out_slot(r, half):
             offset = builder.add(
                 builder.mul(builder.add(row, ir.Constant(row.type, r)), out_rows),
                 builder.mul(builder.add(column, ir.Constant(column.type, half * lanes)), size),
             )
-            return address(out_array.data, offset, vector)
+            return _address(builder, out_array.data, offset, vector)
 
         accumulators = []
         for r in range(TILE_ROWS):
@@ -76,7 +93,8 @@ def product_tile(typingctx, out, a, panel, row, column, accumulate):
             k = loop.index
             weights = [
                 builder.load(
-                    address(
+                    _address(
+                        builder,
                         panel_array.data,
                         builder.add(
                             builder.mul(k, panel_rows),
@@ -92,11 +110,7 @@ def product_tile(typingctx, out, a, panel, row, column, accumulate):
                 offset = builder.add(
                     builder.mul(builder.add(row, ir.Constant(row.type, r)), a_rows), builder.mul(k, a_columns)
                 )
-                x = builder.load(address(a_array.data, offset, element))
-                splat = builder.insert_element(ir.Constant(vector, None), x, ir.Constant(ir.IntType(32), 0))
-                splat = builder.shuffle_vector(
-                    splat, ir.Constant(vector, None), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-                )
+                splat = _splat(builder, builder.load(_address(builder, a_array.data, offset, element)), vector, lanes)
                 for half in range(2):
                     slot = accumulators[2 * r + half]
                     builder.store(builder.call(fma, [splat, weights[half], builder.load(slot)]), slot)
@@ -113,29 +127,14 @@ def _row_codegen(group):
     accumulators, one fma each per k, so a column's result is product_tile's fma chain for its row."""
 
     def codegen(context, builder, sig, args):
-        out_type, x_type, panels_type = sig.args[:3]
-        dtype = out_type.dtype
-        element = context.get_data_type(dtype)
-        lanes = _lanes(dtype)
-        vector = ir.VectorType(element, lanes)
-        fma = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(vector, [vector] * 3),
-            f"llvm.fma.v{lanes}f{64 if dtype == types.float64 else 32}",
-        )
-        out_array = context.make_array(out_type)(context, builder, args[0])
-        x_array = context.make_array(x_type)(context, builder, args[1])
-        panels_array = context.make_array(panels_type)(context, builder, args[2])
+        element, vector, lanes, fma = _vector_fma(context, builder, sig.args[0].dtype)
+        out_array, x_array, panels_array = _arrays(context, builder, sig, args)
         first = args[3]
         (out_step,) = cgutils.unpack_tuple(builder, out_array.strides, 1)
         (x_step,) = cgutils.unpack_tuple(builder, x_array.strides, 1)
         panel_step, row_step, _ = cgutils.unpack_tuple(builder, panels_array.strides, 3)
         _, depth, width = cgutils.unpack_tuple(builder, panels_array.shape, 3)
         element_size = context.get_abi_sizeof(element)
-        byte = ir.IntType(8).as_pointer()
-
-        def address(base, offset, kind):
-            return builder.bitcast(builder.gep(builder.bitcast(base, byte), [offset]), kind.as_pointer())
 
         def constant(value):
             return ir.Constant(first.type, value)
@@ -148,22 +147,20 @@ def _row_codegen(group):
             accumulators.append(slot)
         with cgutils.for_range(builder, depth) as loop:
             k = loop.index
-            x = builder.load(address(x_array.data, builder.mul(k, x_step), element))
-            splat = builder.insert_element(ir.Constant(vector, None), x, ir.Constant(ir.IntType(32), 0))
-            splat = builder.shuffle_vector(
-                splat, ir.Constant(vector, None), ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+            splat = _splat(
+                builder, builder.load(_address(builder, x_array.data, builder.mul(k, x_step), element)), vector, lanes
             )
             row = builder.mul(k, row_step)
             for g in range(group):
                 for half in range(2):
                     offset = builder.add(builder.add(panel_offsets[g], row), constant(half * lanes * element_size))
-                    weights = builder.load(address(panels_array.data, offset, vector), align=1)
+                    weights = builder.load(_address(builder, panels_array.data, offset, vector), align=1)
                     slot = accumulators[2 * g + half]
                     builder.store(builder.call(fma, [splat, weights, builder.load(slot)]), slot)
         for g in range(group):
             for half in range(2):
                 column = builder.add(builder.mul(builder.add(first, constant(g)), width), constant(half * lanes))
-                slot = address(out_array.data, builder.mul(column, out_step), vector)
+                slot = _address(builder, out_array.data, builder.mul(column, out_step), vector)
                 builder.store(builder.load(accumulators[2 * g + half]), slot, align=1)
         return context.get_dummy_value()
 

@@ -1,13 +1,10 @@
 import builtins
-import importlib.util
 import os
 import subprocess
 
 import pytest
 
 from charrnn import machine
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_cpu_model_is_a_name():
@@ -111,27 +108,3 @@ def test_scipy_entry_prefers_the_linked_name_over_numpy_s():
     assert machine._scipy_entry([numpy_blas, scipy_blas], b"", "/site/scipy") is scipy_blas
     assert machine._scipy_entry([numpy_blas], b"", "/site/scipy") is numpy_blas  # the only one
     assert machine._scipy_entry([], b"", "/site/scipy") is None
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench", os.path.join(ROOT, "scripts", "bench.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
-
-
-@pytest.mark.parametrize("hidden", [32, 128, 256, 512])
-def test_bench_flop_count_is_the_readme_formula(hidden):
-    # README: an LSTM training character costs 72·H² + 6·H·V flops for 2 layers.
-    bench = _bench()
-    assert bench.flops_per_char(hidden) == 72 * hidden**2 + 6 * hidden * bench.VOCAB
-
-
-def test_bench_gemm_bound_is_flops_over_rates():
-    bench = _bench()
-    hidden, rate = 128, 100.0
-    same = bench.gemm_bound(hidden, rate, {bench.STEP_FORWARD: rate, bench.STEP_BACKWARD: rate})
-    assert same == pytest.approx(rate * 1e9 / bench.flops_per_char(hidden))
-    slower_steps = bench.gemm_bound(hidden, rate, {bench.STEP_FORWARD: rate / 2, bench.STEP_BACKWARD: rate / 2})
-    assert slower_steps < same
-    assert bench.gemm_bound(hidden, None, {}) is None

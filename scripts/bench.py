@@ -10,12 +10,12 @@ belongs to one engine and one size and torch never shares a process with charrnn
 the same thread count: the OpenBLAS budget for charrnn (OPENBLAS_NUM_THREADS), torch.set_num_threads
 for torch. The two children are built, compiled and warmed up one after the other, then take turns:
 the parent asks one for a slice of work (a few training iterations, or half a second of sampling),
-waits for its answer, pauses PAUSE_S so the BLAS and OpenMP threads it used stop spinning, and asks
-the other; the next pair of slices runs in the opposite order. On a shared VM the machine's speed
-moves by half within a minute (other guests' load, their use of the shared L3), far more than the
-engines differ in a second, so a ratio is taken between the two slices of a pair, which saw nearly
-the same machine, and "ratio" is the median over all pairs of every round; the pairs' range is
-printed below the table. The rates in the table are medians over rounds of each round's median.
+waits for its answer, pauses PAUSE_S so the OpenMP threads it used stop spinning, and asks
+the other; the next pair of slices runs in the opposite order. On a shared VM one engine's rate
+moved by up to half between runs minutes apart (torch's per-character loop: 767-1456 characters/s
+over nine runs of the earlier one-child-per-round method), so a ratio is taken between the two
+slices of a pair, about a second apart, and "ratio" is the median over all pairs of every round;
+the pairs' range is printed below the table. The rates in the table are medians over rounds of each round's median.
 
 A training iteration is forward + backward + clip_grad_norm + Adam step on one B x T window; a
 slice times up to ceil(iters / slices) of them. Sampling is one stream, one character at a time,
@@ -73,7 +73,7 @@ LR = 2e-3
 TRAIN_BUDGET_S = 12.0  # per engine, size and round, over all its slices (each slice runs at least one iteration)
 SAMPLE_BUDGET_S = 2.0  # the same for each sampler
 SLICES = 4  # slices per engine and round (quick: as many as timed iterations, at most this)
-PAUSE_S = 0.2  # between slices: OpenBLAS's idle threads spin about 0.1 s, OpenMP's a few ms
+PAUSE_S = 0.05  # between slices: torch's OpenMP threads spin-wait a few ms after their last parallel region
 SAMPLE_PIECE_TORCH = 16  # characters per call of torch's loop; charrnn's generator yields 256
 REPLY = "bench-reply "  # a child's answers start with this; anything else it prints is ignored
 

@@ -410,13 +410,14 @@ class Sampler:
         first = 0
         for workers, steps in self._thread_counts_for_next_call(len(out)):
             rows = slice(first, first + steps)
+            packs = self._packs(workers)  # packed on a count's first use, which is not what a rate is of
             started = time.perf_counter()
-            self._run_units(workers, out[rows], uniforms[rows])
+            self._run_units(workers, packs, out[rows], uniforms[rows])
             if self._adaptive and steps >= PROBE_MIN_STEPS and self._timings["calls"] > 1:
                 self._timings["rates"][workers] = steps / max(time.perf_counter() - started, 1e-9)
             first += steps
 
-    def _run_units(self, workers, out, uniforms):
+    def _run_units(self, workers, packs, out, uniforms):
         work = self._unit_work
         work["arrivals"][:] = 0
         work["h_pair"][0] = self.h[:, 0]
@@ -429,7 +430,7 @@ class Sampler:
             uniforms,
             work["h_pair"],
             work["c"],
-            self._packs(workers),
+            packs,
             self.controls,
             arrays,
         )

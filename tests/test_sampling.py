@@ -190,9 +190,9 @@ def test_default_threads_follow_the_faster_count_and_keep_the_text(lstm, monkeyp
     chosen, pieces, clock = [], [], [0.0]
     real = adaptive._run_units
 
-    def recording(workers, out, chunk):
+    def recording(workers, packs, out, chunk):
         chosen.append(workers)
-        real(workers, out, chunk)
+        real(workers, packs, out, chunk)
         clock[0] += 0.03 if workers == 2 else 0.01  # as if another job held the second core
 
     monkeypatch.setattr(adaptive, "_run_units", recording)
@@ -226,9 +226,9 @@ def test_a_long_call_re_times_the_slower_count_on_its_first_steps_only(lstm, mon
     assert adaptive._timings is timings
     chosen, real, clock = [], adaptive._run_units, [0.0]
 
-    def recording(workers, out, chunk):
+    def recording(workers, packs, out, chunk):
         chosen.append((workers, len(out)))
-        real(workers, out, chunk)
+        real(workers, packs, out, chunk)
         clock[0] += len(out) / timings_of_this_machine[workers]
 
     timings_of_this_machine = {2: 2000.0, 1: 1000.0}
@@ -240,6 +240,37 @@ def test_a_long_call_re_times_the_slower_count_on_its_first_steps_only(lstm, mon
     assert timings["rates"] == pytest.approx(timings_of_this_machine)  # both re-timed: the probe's steps, the rest
     fixed = sampler_after(model, vocab, "the ", threads=1).sample(300, uniforms)
     assert np.array_equal(text, fixed)
+
+
+def test_packing_the_weights_for_a_thread_count_is_not_timed_as_sampling(lstm, monkeypatch):
+    # A new sampler packs its weights for a thread count on that count's first call; at H=512 that
+    # took longer than 50 steps, so a rate timed with it would wrongly make that count look slow.
+    import charrnn.sampling as sampling
+
+    model, vocab = lstm
+    monkeypatch.setattr(sampling, "SPLIT_UNITS_MIN_HIDDEN", 1)
+    monkeypatch.setattr(sampling, "usable_cores", lambda: 2)
+    timings = {"calls": 1, "rates": {}}
+    cfg = model.config
+    monkeypatch.setattr(sampling, "_thread_timings", {(cfg.cell, cfg.layers, cfg.hidden, "float32"): timings})
+    adaptive = sampler_after(model, vocab, "the ")
+    clock, real_packs, real_run = [0.0], adaptive._packs, adaptive._run_units
+
+    def slow_packs(workers):
+        clock[0] += 10.0
+        return real_packs(workers)
+
+    def running(workers, packs, out, chunk):
+        real_run(workers, packs, out, chunk)
+        clock[0] += len(out) / 1000.0
+
+    monkeypatch.setattr(adaptive, "_packs", slow_packs)
+    monkeypatch.setattr(adaptive, "_run_units", running)
+    monkeypatch.setattr(sampling.time, "perf_counter", lambda: clock[0])
+    uniforms = np.random.default_rng(12).random((80, 1))
+    adaptive.sample(40, uniforms[:40])
+    adaptive.sample(40, uniforms[40:])
+    assert timings["rates"] == pytest.approx({2: 1000.0, 1: 1000.0})
 
 
 def test_batched_streams_equal_single_stream_runs(lstm):

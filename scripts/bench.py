@@ -9,16 +9,16 @@ Each engine runs in its own child process for each hidden size, so each peak RSS
 belongs to one engine and one size and torch never shares a process with charrnn. Both children get
 the same thread count: the OpenBLAS budget for charrnn (OPENBLAS_NUM_THREADS), torch.set_num_threads
 for torch. The two children are built, compiled and warmed up one after the other, then take turns:
-the parent asks one for a slice of work (a few training iterations, or half a second of sampling),
+the parent asks one for a slice of work (a few training iterations, or up to half a second of sampling),
 waits for its answer, pauses PAUSE_S so the OpenMP threads it used stop spinning, and asks
 the other; the next pair of slices runs in the opposite order. On a shared VM one engine's rate
 moved by up to half between runs minutes apart (torch's per-character loop: 767-1456 characters/s
 over nine runs of the earlier one-child-per-round method), so a ratio is taken between the two
-slices of a pair, about a second apart, and "ratio" is the median over all pairs of every round;
+slices of a pair, 0.5-4 seconds apart, and "ratio" is the median over all pairs of every round;
 the pairs' range is printed below the table. The rates in the table are medians over rounds of each round's median.
 
 A training iteration is forward + backward + clip_grad_norm + Adam step on one B x T window; a
-slice times up to ceil(iters / slices) of them. Sampling is one stream, one character at a time,
+round's --iters of them are shared out between its slices (slice_iterations). Sampling is one stream, one character at a time,
 temperature 1, drawn from one long-running generator per engine: charrnn.sampling.generate (its
 compiled loop, on as many threads as it picks by default, at most --threads; "1-thread" forces one,
 in a third slice beside the other two) when it exists, else a Python loop over Model.step; torch is
@@ -37,7 +37,6 @@ the median of its per-round fractions. The rates printed before the table are th
 
 import argparse
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -75,7 +74,9 @@ SAMPLE_BUDGET_S = 2.0  # the same for each sampler
 SLICES = 4  # slices per engine and round (quick: as many as timed iterations, at most this)
 PAUSE_S = 0.05  # between slices: torch's OpenMP threads spin-wait a few ms after their last parallel region
 SAMPLE_PIECE_TORCH = 16  # characters per call of torch's loop; charrnn's generator yields 256
-REPLY = "bench-reply "  # a child's answers start with this; anything else it prints is ignored
+# Untimed pieces per sampler: the first compiles; charrnn's default sampler then runs (and packs its
+# weights for) each thread count it chooses between (charrnn.sampling.Sampler) before any clock starts.
+SAMPLER_WARMUP_PIECES = 3
 
 
 def peak_rss_mb():
@@ -125,7 +126,8 @@ class Engine:
         for _ in range(warmup):
             train_step()
         for piece in samplers.values():
-            piece()  # compiles and allocates outside any clock
+            for _ in range(SAMPLER_WARMUP_PIECES):
+                piece()  # compiles and allocates outside any clock
         self.train_step, self.samplers = train_step, samplers
 
 
@@ -185,8 +187,9 @@ def charrnn_engine(hidden, args):
 
     # One stream uses up to 2 threads by default (charrnn.sampling.Sampler); never more than torch gets.
     default, sampler = charrnn_sampler(model, threads=1 if args.threads < 2 else None)
-    one_thread, _ = charrnn_sampler(model, threads=1)
-    samplers = {"default": default, "1-thread": one_thread}
+    samplers = {"default": default}
+    if args.threads > 1:
+        samplers["1-thread"] = charrnn_sampler(model, threads=1)[0]
     return Engine(train_step, samplers, {"sampler": sampler, "plan": plan.split}, args.warmup)
 
 
@@ -273,7 +276,10 @@ def run_child(worker, hiddens, args):
 
 
 class Session:
-    """An engine's child process, built and warmed up for one hidden size, answering requests."""
+    """An engine's child process, built and warmed up for one hidden size, answering requests.
+
+    The child answers on its own copy of stdout, one JSON line per request; its fd 1 goes to stderr,
+    so nothing a library prints can be taken for an answer or split one."""
 
     def __init__(self, engine, hidden, args):
         self.engine, self.hidden = engine, hidden
@@ -282,14 +288,22 @@ class Session:
         if self.cache:
             env["NUMBA_CACHE_DIR"] = self.cache  # an empty cache: the first call compiles everything
         self.errors = tempfile.TemporaryFile("w+")
-        self.process = subprocess.Popen(
-            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True
-        )
-        self.facts = self._answer()
+        self.process = None
+        try:
+            self.process = subprocess.Popen(
+                command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True
+            )
+            self.facts = self._answer()
+        except BaseException:
+            self.stop()
+            raise
 
     def ask(self, **request):
-        self.process.stdin.write(json.dumps(request) + "\n")
-        self.process.stdin.flush()
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except OSError:  # the child has gone; _answer says how
+            pass
         return self._answer()
 
     def train(self, iterations, budget_s):
@@ -300,27 +314,44 @@ class Session:
 
     def close(self):
         """The child's peak RSS, once it has finished."""
-        peak = self.ask(do="finish")["peak_rss_mb"]
-        self.process.wait()
+        try:
+            return self.ask(do="finish")["peak_rss_mb"]
+        finally:
+            self.stop()
+
+    def stop(self):
+        """Ends the child if it still runs and removes its Numba cache; safe to call again."""
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         if self.cache:
             shutil.rmtree(self.cache, ignore_errors=True)
-        return peak
+            self.cache = None
 
     def _answer(self):
-        for line in self.process.stdout:
-            if line.startswith(REPLY):
-                return json.loads(line[len(REPLY) :])
+        line = self.process.stdout.readline()
+        if line:
+            return json.loads(line)
+        try:
+            self.process.stdin.close()
+        except OSError:  # what was left unsent cannot go anywhere
+            pass
         code = self.process.wait()
         self.errors.seek(0)
         sys.stderr.write(self.errors.read())
+        self.stop()
         raise SystemExit(f"the {self.engine} benchmark for hidden={self.hidden} failed (exit {code})")
 
 
-def serve(engine):
+def serve(engine, answers):
     """A session's child: its facts once ready, then one answer per request line on stdin."""
 
     def reply(answer):
-        print(REPLY + json.dumps(answer), flush=True)
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
 
     reply(engine.facts)
     for line in sys.stdin:
@@ -341,7 +372,10 @@ WORKERS = {"machine": measure_machine, "torch-info": describe_torch}
 
 def worker(args):
     if args.worker in ENGINES:
-        serve(ENGINES[args.worker](args.hidden[0], args))
+        answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+        sys.stdout.flush()
+        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+        serve(ENGINES[args.worker](args.hidden[0], args), answers)
     else:
         print(json.dumps(WORKERS[args.worker](args)))
 
@@ -357,11 +391,18 @@ def slice_turns(sessions, round_index, slice_index):
     return sessions if (round_index + slice_index) % 2 == 0 else sessions[::-1]
 
 
+def slice_iterations(iters):
+    """Timed training iterations of each slice of a round: `iters` in all (at least one a slice), in an
+    even number of slices, so that each engine goes first equally often."""
+    slices = SLICES if iters >= SLICES else 2
+    return [max(1, iters // slices + (index < iters % slices)) for index in range(slices)]
+
+
 def measure_round(ours, theirs, args, round_index):
     """One round of alternating slices: {"train": {engine: [seconds, ...]}, "sample": {sampler: [c/s]},
     "train_pairs": [charrnn / torch per slice pair], "sample_pairs": [...]}."""
-    slices = min(SLICES, args.iters)
-    iterations = math.ceil(args.iters / slices)
+    iterations = slice_iterations(args.iters)
+    slices = len(iterations)
     train = {"charrnn": [], "torch": []}
     sample = {"charrnn": [], "charrnn 1-thread": [], "torch": []}
     train_pairs, sample_pairs = [], []
@@ -370,12 +411,12 @@ def measure_round(ours, theirs, args, round_index):
         rates = {}
         for session in slice_turns(sessions, round_index, index):
             time.sleep(PAUSE_S)
-            seconds = session.train(iterations, TRAIN_BUDGET_S / slices)
+            seconds = session.train(iterations[index], TRAIN_BUDGET_S / slices)
             train[session.engine] += seconds
-            rates[session.engine] = BATCH * STEPS / float(np.median(seconds))
+            rates[session.engine] = train_rate(seconds)
         if theirs:
             train_pairs.append(rates["charrnn"] / rates["torch"])
-    samplers = [(ours, "default", "charrnn"), (ours, "1-thread", "charrnn 1-thread")]
+    samplers = [(ours, "default", "charrnn")] + ([(ours, "1-thread", "charrnn 1-thread")] if args.threads > 1 else [])
     samplers += [(theirs, "default", "torch")] if theirs else []
     for index in range(slices):
         rates = {}
@@ -397,13 +438,18 @@ def fraction(rate, bound):
 
 
 def measure(hidden, args, with_torch, machine, torch_blas):
-    ours = Session("charrnn", hidden, args)
-    theirs = Session("torch", hidden, args) if with_torch else None
-    rounds, bounds = [], []
-    for round_index in range(args.rounds):
-        bounds.append(round_bound(hidden, run_child("machine", [hidden], args)))
-        rounds.append(measure_round(ours, theirs, args, round_index))
-    peak, torch_peak = ours.close(), theirs.close() if theirs else None
+    ours, theirs = Session("charrnn", hidden, args), None
+    try:
+        theirs = Session("torch", hidden, args) if with_torch else None
+        rounds, bounds = [], []
+        for round_index in range(args.rounds):
+            bounds.append(round_bound(hidden, run_child("machine", [hidden], args)))
+            rounds.append(measure_round(ours, theirs, args, round_index))
+        peak, torch_peak = ours.close(), theirs.close() if theirs else None
+    finally:  # a failure or Ctrl-C leaves no child running and no --cold cache behind
+        for session in (ours, theirs):
+            if session is not None:
+                session.stop()
 
     def train_rates(engine):
         return [train_rate(one["train"][engine]) for one in rounds]
@@ -422,7 +468,7 @@ def measure(hidden, args, with_torch, machine, torch_blas):
         "vocab": VOCAB,
         "threads": args.threads,
         "rounds": args.rounds,
-        "slices_per_round": min(SLICES, args.iters),
+        "slices_per_round": len(slice_iterations(args.iters)),
         "charrnn_train_chars_per_s": median(train_rates("charrnn")),
         "torch_train_chars_per_s": median(train_rates("torch")) if with_torch else None,
         "train_ratio": median(train_pairs),
@@ -430,7 +476,9 @@ def measure(hidden, args, with_torch, machine, torch_blas):
         "timed_iterations": sum(len(one["train"]["charrnn"]) for one in rounds),
         "charrnn_sample_chars_per_s": median(sample_rates("charrnn")),
         "torch_sample_chars_per_s": median(sample_rates("torch")) if with_torch else None,
-        "charrnn_sample_1thread_chars_per_s": median(sample_rates("charrnn 1-thread")),
+        "charrnn_sample_1thread_chars_per_s": median(
+            sample_rates("charrnn 1-thread" if args.threads > 1 else "charrnn")
+        ),
         "sample_ratio": median(sample_pairs),
         "sample_ratios_by_pair": sample_pairs,
         "charrnn_first_call_s": ours.facts["first_call_s"],
@@ -506,9 +554,11 @@ def pair_ranges(row):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hidden", type=hidden_sizes, default=[128, 256, 512], help="comma-separated sizes")
-    parser.add_argument("--iters", type=int, default=None, help="timed training iterations (default 10, quick 3)")
+    parser.add_argument(
+        "--iters", type=int, default=None, help="timed training iterations per engine and round (10, quick 3)"
+    )
     parser.add_argument("--warmup", type=int, default=None, help="untimed iterations after the first call")
-    parser.add_argument("--sample-chars", type=int, default=None, help="most characters sampled for a rate")
+    parser.add_argument("--sample-chars", type=int, default=None, help="most characters a sampler samples per round")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of alternating slices per size")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both engines")
     parser.add_argument("--cold", action="store_true", help="compile from an empty Numba cache")
@@ -526,7 +576,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.iters = args.iters or (3 if args.quick else 10)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-    args.sample_chars = args.sample_chars or (500 if args.quick else 20000)
+    args.sample_chars = args.sample_chars or (500 if args.quick else 200000)
     args.gemm_timing_s = GEMM_TIMING_S * (0.4 if args.quick else 1.0)
     args.gemm_trials = 3 if args.quick else GEMM_TRIALS
     if args.worker:
@@ -545,8 +595,8 @@ def main(argv=None):
     if not args.json:
         print(
             f"LSTM {LAYERS} layers, B={BATCH}, T={STEPS}, V={VOCAB}, float32, {args.threads} threads, "
-            f"{args.rounds} round(s) of {min(SLICES, args.iters)} alternating slices per engine, "
-            f"up to {math.ceil(args.iters / min(SLICES, args.iters))} timed iterations each"
+            f"{args.rounds} round(s) of {len(slice_iterations(args.iters))} alternating slices per engine, "
+            f"{sum(slice_iterations(args.iters))} timed iterations a round"
             + ("" if with_torch else "; torch not measured" + ("" if args.no_torch else " (not installed)"))
         )
         print(TABLE_HEADER)

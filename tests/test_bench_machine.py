@@ -1,18 +1,11 @@
 """scripts/bench_machine.py: the benchmark's flop count and GEMM bound."""
 
-import importlib.util
-import os
-
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from script_module import load
 
 
 def _bench_machine():
-    spec = importlib.util.spec_from_file_location("bench_machine", os.path.join(ROOT, "scripts", "bench_machine.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("bench_machine")
 
 
 @pytest.mark.parametrize("hidden", [32, 128, 256, 512])

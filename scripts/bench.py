@@ -8,23 +8,24 @@
 Each engine runs in its own child process for each hidden size, so each peak RSS (ru_maxrss)
 belongs to one engine and one size and torch never shares a process with charrnn. Both children get
 the same thread count: the OpenBLAS budget for charrnn (OPENBLAS_NUM_THREADS), torch.set_num_threads
-for torch. The two children are built, compiled and warmed up one after the other, then take turns:
-the parent asks one for a slice of work (a few training iterations, or up to half a second of sampling),
-waits for its answer, pauses PAUSE_S so the OpenMP threads it used stop spinning, and asks
-the other; the next pair of slices runs in the opposite order. On a shared VM one engine's rate
-moved by up to half between runs minutes apart (torch's per-character loop: 767-1456 characters/s
-over nine runs of the earlier one-child-per-round method), so a ratio is taken between the two
-slices of a pair, 0.5-4 seconds apart, and "ratio" is the median over all pairs of every round;
-the pairs' range is printed below the table. The rates in the table are medians over rounds of each round's median.
+for torch. The two children are built, compiled and warmed up one after the other, then take
+turns: the parent asks one for a slice of work (a few training iterations, or up to half a second
+of sampling), waits for its answer, pauses PAUSE_S so the OpenMP threads it used stop spinning, and
+asks the other; the next pair of slices runs in the opposite order. On a shared VM one engine's
+rate moved by up to half between runs minutes apart (torch's per-character loop: 767-1456
+characters/s over nine runs of the earlier one-child-per-round method), so a ratio is taken between
+the two slices of a pair, 0.5-4 seconds apart, and "ratio" is the median over all pairs of every
+round; the pairs' range is printed below the table. The rates in the table are medians over rounds
+of each round's median.
 
 A training iteration is forward + backward + clip_grad_norm + Adam step on one B x T window; a
-round's --iters of them are shared out between its slices (slice_iterations). Sampling is one stream, one character at a time,
-temperature 1, drawn from one long-running generator per engine: charrnn.sampling.generate (its
-compiled loop, on as many threads as it picks by default, at most --threads; "1-thread" forces one,
-in a third slice beside the other two) when it exists, else a Python loop over Model.step; torch is
-a Python loop with torch.multinomial under no_grad, on --threads threads. "compile" is charrnn's
-first training call: loading Numba's cache, or with --cold compiling from scratch into an empty
-cache directory, plus allocating the work arrays.
+round's --iters of them are shared out between its slices (slice_iterations). Sampling is one
+stream, one character at a time, temperature 1, drawn from one long-running generator per engine:
+charrnn.sampling.generate (its compiled loop, on as many threads as it picks by default, at most
+--threads; "1-thread" forces one, in a third slice beside the other two) when it exists, else a
+Python loop over Model.step; torch is a Python loop with torch.multinomial under no_grad, on
+--threads threads. "compile" is charrnn's first training call: loading Numba's cache, or with
+--cold compiling from scratch into an empty cache directory, plus allocating the work arrays.
 
 Before the results it says what machine this is and what its sgemm does (scripts/bench_machine.py),
 and from those rates the GEMM bound: the training rate a step would reach if its matrix products

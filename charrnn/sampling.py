@@ -310,6 +310,7 @@ class Sampler:
 
             layers = range(model.config.layers)
             first_columns = columns(net.W_x[0])
+            other = next(iter(packs.values()), None)  # the output layer's panels are every count's
             packs[workers] = net._replace(
                 W_x=tuple(first_columns if layer == 0 else first_columns[:, :0] for layer in layers),
                 b=tuple(columns(b.reshape(1, -1))[:, 0] for b in net.b),
@@ -317,7 +318,7 @@ class Sampler:
                     panels(W) if layer else np.zeros((workers, 0, 0, 0), W.dtype) for layer, W in enumerate(net.W_x)
                 ),
                 W_h_panels=tuple(panels(W) for W in net.W_h),
-                out_panels=packed_weights(net.out_W, PANEL_MIN_STEPS),
+                out_panels=other.out_panels if other else packed_weights(net.out_W, PANEL_MIN_STEPS),
             )
         return packs[workers]
 

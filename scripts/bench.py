@@ -72,7 +72,7 @@ CLIP = 5.0
 LR = 2e-3
 TRAIN_BUDGET_S = 12.0  # per engine, size and round, over all its slices (each slice runs at least one iteration)
 SAMPLE_BUDGET_S = 2.0  # the same for each sampler
-SLICES = 4  # slices per engine and round (quick: as many as timed iterations, at most this)
+SLICES = 4  # slices per engine and round (2 when a round times fewer iterations: slice_iterations)
 PAUSE_S = 0.05  # between slices: torch's OpenMP threads spin-wait a few ms after their last parallel region
 SAMPLE_PIECE_TORCH = 16  # characters per call of torch's loop; charrnn's generator yields 256
 # Untimed pieces per sampler: the first compiles; charrnn's default sampler then runs (and packs its

@@ -233,9 +233,14 @@ def test_two_workers_on_one_machine_split_the_cores(corpus, space, tmp_path, cap
 
 
 # ---------------------------------------------------------------------------------------- PostgreSQL
-def _postgres_bin(name):
-    found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))[-1:]
-    return found if isinstance(found, str) else (found[0] if found else None)
+def _program(name, *folders):
+    """`name` on PATH, else in the last match of the first folder pattern that has it (None: nowhere)."""
+    found = shutil.which(name)
+    for pattern in () if found else folders:
+        matches = sorted(glob.glob(os.path.join(pattern, name)))
+        if matches:
+            return matches[-1]
+    return found
 
 
 def _free_port():
@@ -249,7 +254,7 @@ def postgres_url():
     """A PostgreSQL server of its own in a temporary directory; initdb refuses root, so as root it runs as
     the unprivileged user postgres (.ci/run makes sure there is one)."""
     pytest.importorskip("psycopg", reason="the PostgreSQL driver comes with the tune extra: pip install -e '.[tune]'")
-    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
+    initdb, pg_ctl = (_program(name, "/usr/lib/postgresql/*/bin") for name in ("initdb", "pg_ctl"))
     if not (initdb and pg_ctl):
         pytest.skip("PostgreSQL's initdb/pg_ctl are not installed (apt-get install postgresql)")
     as_user = []
@@ -260,7 +265,10 @@ def postgres_url():
             pwd.getpwnam(user)
         except KeyError:
             pytest.fail(f"running as root needs an unprivileged user {user} for PostgreSQL (useradd --system {user})")
-        as_user = ["runuser", "-u", user, "--"]
+        runuser = _program("runuser", "/usr/sbin", "/sbin")  # root's PATH may leave out the sbin folders
+        if runuser is None:
+            pytest.fail("running as root needs runuser (util-linux) to start PostgreSQL as an unprivileged user")
+        as_user = [runuser, "-u", user, "--"]
         shutil.chown(base, user)
     port = _free_port()
     data = base / "data"

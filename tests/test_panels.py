@@ -10,10 +10,12 @@ from charrnn.kernels.panels import (
     panel_product,
     product_space,
     row_product,
+    row_tiles,
     step_product,
 )
 
-SHAPES = [(1, 1, 1), (3, 5, 7), (4, 16, 16), (7, 9, 33), (25, 128, 512), (50, 64, 200)]
+# Rows: only spare rows, one 4-row tile, 4-row tile and spare, 5- and 4-row tiles, 5-row tiles only.
+SHAPES = [(1, 1, 1), (3, 5, 7), (4, 16, 16), (7, 9, 33), (13, 40, 48), (25, 128, 512), (50, 64, 200)]
 
 
 def packed(W):
@@ -80,6 +82,30 @@ def test_row_product_is_the_tiles_row_to_the_bit(dtype, tol, K, N):
     exact = x.astype(np.float64) @ W.astype(np.float64)
     np.testing.assert_allclose(out[:N], exact, rtol=0, atol=tol * np.abs(x).max() * np.abs(W).max() * K)
     assert np.all(out[N:] == 0.0)  # the padding columns
+
+
+@pytest.mark.parametrize("rows", range(1, 80))
+def test_row_tiles_cover_every_batch_of_12_rows_or_more_exactly(rows):
+    fives, fours = row_tiles(rows)
+    covered = 5 * fives + 4 * fours
+    assert fives >= 0 and fours >= 0 and 0 <= rows - covered < 4
+    if rows >= 12:
+        assert covered == rows
+
+
+def test_5_row_and_4_row_tiles_compute_a_row_to_the_same_bits():
+    """13 rows run as one 5-row and two 4-row tiles; each row alone runs in the zero-padded spare
+    tile; 10 rows run as two 5-row tiles. Every row comes out the same."""
+    rng = np.random.default_rng(2)
+    a, W = rng.normal(size=(13, 70)).astype(np.float32), rng.normal(size=(70, 40)).astype(np.float32)
+    panels = packed(W)
+    assert row_tiles(13) == (1, 2) and row_tiles(10) == (2, 0)
+    whole = product_space(13, W, panels)
+    panel_product(whole, a, panels, False)
+    for rows in [slice(r, r + 1) for r in range(13)] + [slice(0, 10), slice(3, 13)]:
+        part = product_space(rows.stop - rows.start, W, panels)
+        panel_product(part, np.ascontiguousarray(a[rows]), panels, False)
+        assert np.array_equal(part, whole[rows])
 
 
 def test_padding_columns_are_zero_and_short_windows_use_the_blas():

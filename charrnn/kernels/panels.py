@@ -4,12 +4,13 @@ A recurrent step multiplies a thin matrix (B rows, or fewer) by the same W_h at 
 A BLAS packs W_h into its own layout at every call, which at large H costs about as much as the
 arithmetic; here W is packed once per window (`pack_panels`) and every step reuses it.
 
-`product_tile` computes a 4-row tile of out = a @ W over one panel: 4 x 2 vector accumulators stay in
-registers through the whole depth, each step one fused multiply-add per accumulator. It is written in
-LLVM IR (Numba has no vector types), with llvm.fma on <8 x float> or <4 x double>, which LLVM lowers to
-whatever the CPU has. Each output element is the fma chain over k = 0, 1, ..., K-1 from zero (or from
-its old value when accumulating), whatever the tile, panel or number of rows around it, so a row's
-result does not depend on how a batch or a layer is cut between threads.
+`product_tile` computes a 4-row tile of out = a @ W over one panel, `product_tile_5` a 5-row one: the
+rows x 2 vector accumulators stay in registers through the whole depth, each step one fused
+multiply-add per accumulator. It is written in LLVM IR (Numba has no vector types), with llvm.fma on
+<8 x float> or <4 x double>, which LLVM lowers to whatever the CPU has. Each output element is the
+fma chain over k = 0, 1, ..., K-1 from zero (or from its old value when accumulating), whatever the
+tile, panel or number of rows around it, so a row's result does not depend on how a batch or a
+layer is cut between threads.
 """
 
 import numpy as np
@@ -60,10 +61,10 @@ def _splat(builder, x, vector, lanes):
     )
 
 
-@intrinsic
-def product_tile(typingctx, out, a, panel, row, column, accumulate):
-    """out[row:row+4, column:column+W] (+)= a[row:row+4] @ panel, panel (K, W) with W = 2 vectors."""
-    signature = types.void(out, a, panel, types.intp, types.intp, types.boolean)
+def _tile_codegen(rows):
+    """Code for out[row:row+rows, column:column+W] (+)= a[row:row+rows] @ panel: 2 * rows vector
+    accumulators, one fma each per k (with 5 rows they, the two weight vectors and the splat take
+    13 of AVX2's 16 registers)."""
 
     def codegen(context, builder, sig, args):
         element, vector, lanes, fma = _vector_fma(context, builder, sig.args[0].dtype)
@@ -83,7 +84,7 @@ def product_tile(typingctx, out, a, panel, row, column, accumulate):
             return _address(builder, out_array.data, offset, vector)
 
         accumulators = []
-        for r in range(TILE_ROWS):
+        for r in range(rows):
             for half in range(2):
                 slot = cgutils.alloca_once(builder, vector)
                 start = builder.select(accumulate, builder.load(out_slot(r, half), align=1), ir.Constant(vector, None))
@@ -106,7 +107,7 @@ def product_tile(typingctx, out, a, panel, row, column, accumulate):
                 )
                 for half in range(2)
             ]
-            for r in range(TILE_ROWS):
+            for r in range(rows):
                 offset = builder.add(
                     builder.mul(builder.add(row, ir.Constant(row.type, r)), a_rows), builder.mul(k, a_columns)
                 )
@@ -114,12 +115,28 @@ def product_tile(typingctx, out, a, panel, row, column, accumulate):
                 for half in range(2):
                     slot = accumulators[2 * r + half]
                     builder.store(builder.call(fma, [splat, weights[half], builder.load(slot)]), slot)
-        for r in range(TILE_ROWS):
+        for r in range(rows):
             for half in range(2):
                 builder.store(builder.load(accumulators[2 * r + half]), out_slot(r, half), align=1)
         return context.get_dummy_value()
 
-    return signature, codegen
+    return codegen
+
+
+def _tile_signature(out, a, panel):
+    return types.void(out, a, panel, types.intp, types.intp, types.boolean)
+
+
+@intrinsic
+def product_tile(typingctx, out, a, panel, row, column, accumulate):
+    """out[row:row+4, column:column+W] (+)= a[row:row+4] @ panel, panel (K, W) with W = 2 vectors."""
+    return _tile_signature(out, a, panel), _tile_codegen(4)
+
+
+@intrinsic
+def product_tile_5(typingctx, out, a, panel, row, column, accumulate):
+    """As product_tile, on 5 rows."""
+    return _tile_signature(out, a, panel), _tile_codegen(5)
 
 
 def _row_codegen(group):
@@ -242,17 +259,34 @@ def step_product(out, a, W, panels, accumulate, tile_mnk):
 
 
 @njit
+def row_tiles(M):
+    """(5-row tiles, 4-row tiles) covering as many of M rows as whole tiles can: every M >= 12
+    exactly, the rest (M in 1-3, 6, 7, 11) with a remainder of 1-3 rows."""
+    fives = M // 5
+    fives -= (fives - M % 4) % 4  # fives = M (mod 4), so the 4-row tiles take the rest exactly
+    if fives < 0:
+        return 0, M // TILE_ROWS
+    return fives, (M - 5 * fives) // TILE_ROWS
+
+
+@njit
 def panel_product(out, a, panels, accumulate):
-    """out (M, >= P*width) (+)= a (M, K) @ W, W packed by pack_panels. Rows left over from the 4-row
-    tiles go through the same tile on a zero-padded copy, so every row is computed the same way."""
+    """out (M, >= P*width) (+)= a (M, K) @ W, W packed by pack_panels. Rows go in 5- and 4-row tiles
+    (row_tiles: a 25-row half of a 50-stream batch in 4-row tiles alone left a spare row costing a
+    whole tile, 11% of the product); rows left over go through a 4-row tile on a zero-padded copy,
+    so every row is computed the same way."""
     M = a.shape[0]
     P, K, width = panels.shape
-    full = M - M % TILE_ROWS
+    fives, fours = row_tiles(M)
+    split = 5 * fives
+    full = split + TILE_ROWS * fours
     spare_a = np.zeros((TILE_ROWS, K if full < M else 0), a.dtype)
     spare_out = np.zeros((TILE_ROWS, width if full < M else 0), a.dtype)
     for p in range(P):
         column = p * width
-        for row in range(0, full, TILE_ROWS):
+        for row in range(0, split, 5):
+            product_tile_5(out, a, panels[p], row, column, accumulate)
+        for row in range(split, full, TILE_ROWS):
             product_tile(out, a, panels[p], row, column, accumulate)
         if full < M:
             for r in range(M - full):

@@ -1,0 +1,126 @@
+"""Per-step products on one core: charrnn's panel tiles against 4-row tiles alone and the BLAS.
+
+    python scripts/bench_panels.py               # B/2 = 25 rows (a 2-thread batch split) and 50, H in 128,256,512
+    python scripts/bench_panels.py --rows 25 --hidden 256 --quick
+
+Each shape is a recurrent step's product as training runs it, T = 50 steps in a row on one thread:
+forward h (rows x H) times W_h (H x 4H), backward dgates (rows x 4H) times W_h^T (4H x H). Three ways:
+    panels    charrnn.kernels.panels.panel_product: W packed once, 5- and 4-row tiles (row_tiles)
+    4-row     the same panels and 4-row tile, with rows beyond whole 4-row tiles in a zero-padded
+              tile of their own (what panel_product did before row_tiles)
+    blas      one gemm call per step on the single-threaded BLAS (which packs W at every call)
+The three take turns, repetition by repetition, in one process; each rate is the best of the
+repetitions (GFLOP/s), and "x 4-row" / "x blas" are the panel rate over the other two. The panel
+and 4-row results are checked to be the same bits.
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+STEPS = 50
+
+
+def four_row_driver():
+    """panel_product as it was with 4-row tiles alone, compiled here from the same tile."""
+    from charrnn.jit import njit
+    from charrnn.kernels.panels import TILE_ROWS, product_tile
+
+    @njit
+    def product(out, a, panels, steps):
+        M = a.shape[0]
+        P, K, width = panels.shape
+        full = M - M % TILE_ROWS
+        spare_a = np.zeros((TILE_ROWS, K), a.dtype)
+        spare_out = np.zeros((TILE_ROWS, width), a.dtype)
+        for _ in range(steps):
+            for p in range(P):
+                for row in range(0, full, TILE_ROWS):
+                    product_tile(out, a, panels[p], row, p * width, False)
+                if full < M:
+                    for r in range(M - full):
+                        for k in range(K):
+                            spare_a[r, k] = a[full + r, k]
+                    product_tile(spare_out, spare_a, panels[p], 0, 0, False)
+                    for r in range(M - full):
+                        for j in range(width):
+                            out[full + r, p * width + j] = spare_out[r, j]
+
+    return product
+
+
+def drivers():
+    from charrnn.jit import njit
+    from charrnn.kernels.blas import gemm
+    from charrnn.kernels.panels import panel_product
+
+    @njit
+    def panels(out, a, packed, steps):
+        for _ in range(steps):
+            panel_product(out, a, packed, False)
+
+    @njit
+    def blas(out, a, W, steps):
+        for _ in range(steps):
+            gemm(out, a, W, 0.0)
+
+    return {"panels": panels, "4-row": four_row_driver(), "blas": blas}
+
+
+def measure(rows, depth, width, repeats, run):
+    from charrnn.kernels.panels import packed_weights, product_space
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((rows, depth)).astype(np.float32)
+    W = rng.standard_normal((depth, width)).astype(np.float32)
+    packed = packed_weights(W, STEPS)
+    outs = {name: product_space(rows, W, packed) for name in ("panels", "4-row")}
+    outs["blas"] = np.empty((rows, width), np.float32)
+    operands = {"panels": packed, "4-row": packed, "blas": W}
+    best = dict.fromkeys(run, np.inf)
+    for name, driver in run.items():
+        driver(outs[name], a, operands[name], 1)  # compiles or loads the cache
+    for repeat in range(repeats):
+        for name in run if repeat % 2 == 0 else reversed(list(run)):
+            start = time.perf_counter()
+            run[name](outs[name], a, operands[name], STEPS)
+            best[name] = min(best[name], time.perf_counter() - start)
+    if not np.array_equal(outs["panels"], outs["4-row"]):
+        raise SystemExit(f"panels and 4-row tiles gave different bits for ({rows}x{depth})({depth}x{width})")
+    flops = 2.0 * rows * depth * width * STEPS
+    return {name: flops / seconds / 1e9 for name, seconds in best.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", default="25,50", help="comma-separated rows per product (streams per thread)")
+    parser.add_argument("--hidden", default="128,256,512", help="comma-separated hidden sizes")
+    parser.add_argument("--repeats", type=int, default=20, help="timings of each way per shape")
+    parser.add_argument("--quick", action="store_true", help="3 repetitions: a rough number fast")
+    args = parser.parse_args(argv)
+    from charrnn import machine
+    from charrnn.parallel import pin_blas
+
+    blas = machine.blas_info()
+    pin_blas()  # one thread for the BLAS, as in training
+    print(f"CPU: {machine.cpu_model()}; BLAS: {machine.blas_summary(blas)}, pinned to 1 thread")
+    repeats = 3 if args.quick else args.repeats
+    run = drivers()
+    print(
+        f"{'product':>24} {'panels':>8} {'4-row':>8} {'blas':>8} {'x 4-row':>8} {'x blas':>7}   GFLOP/s, one core, best of {repeats}"
+    )
+    for hidden in (int(h) for h in args.hidden.split(",")):
+        for rows in (int(r) for r in args.rows.split(",")):
+            for depth, width in ((hidden, 4 * hidden), (4 * hidden, hidden)):
+                rates = measure(rows, depth, width, repeats, run)
+                shape = f"({rows}x{depth})({depth}x{width})"
+                print(
+                    f"{shape:>24} {rates['panels']:8.1f} {rates['4-row']:8.1f} {rates['blas']:8.1f} "
+                    f"{rates['panels'] / rates['4-row']:8.2f} {rates['panels'] / rates['blas']:7.2f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -25,7 +25,7 @@ import numpy as np
 from charrnn.cells import CELLS, input_shift
 from charrnn.data import BYTES, known_text
 from charrnn.errors import CharrnnError
-from charrnn.kernels.panels import PANEL_MIN_STEPS, TILE_ROWS, packed_weights
+from charrnn.kernels.panels import PANEL_MIN_STEPS, TILE_ROWS_4, packed_weights
 from charrnn.kernels.sampling import (
     pack_unit_columns,
     sample_chunk,
@@ -117,7 +117,7 @@ def batch_cuts(streams: int, threads: int) -> list[tuple[int, int]]:
     """(first, last) streams of each thread's share of a batch: whole 4-row panel tiles, at least
     BATCH_ROWS_PER_THREAD each (fewer threads where the batch is small)."""
     parts = max(1, min(threads, streams // BATCH_ROWS_PER_THREAD))
-    bounds = [0] + [round(streams * part / parts / TILE_ROWS) * TILE_ROWS for part in range(1, parts)] + [streams]
+    bounds = [0] + [round(streams * part / parts / TILE_ROWS_4) * TILE_ROWS_4 for part in range(1, parts)] + [streams]
     return list(zip(bounds[:-1], bounds[1:]))
 
 

@@ -48,6 +48,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_machine, when loaded by path
+from bench_args import positive_list  # noqa: E402
 from bench_machine import (  # noqa: E402
     BATCH,
     GEMM_TIMING_S,
@@ -536,10 +537,6 @@ def planned_split(hidden, args):
     return choose_plan(config, BATCH, STEPS, note=note, threads=args.threads).split
 
 
-def hidden_sizes(text):
-    return [int(part) for part in text.split(",") if part.strip()]
-
-
 def pair_ranges(row):
     """One line: the spread of a size's per-pair ratios, which the table's ratios are the medians of."""
 
@@ -554,7 +551,7 @@ def pair_ranges(row):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--hidden", type=hidden_sizes, default=[128, 256, 512], help="comma-separated sizes")
+    parser.add_argument("--hidden", type=positive_list, default=[128, 256, 512], help="comma-separated sizes")
     parser.add_argument(
         "--iters", type=int, default=None, help="timed training iterations per engine and round (10, quick 3)"
     )

@@ -6,7 +6,7 @@
 
 Each tree's scripts/bench.py builds its own charrnn child (bench.py's Session: the LSTM, batch and
 window bench.py times, on that tree's code and Numba cache), and the two children take turns, slice
-by slice, in alternating order, PAUSE_S apart, as bench.py sets charrnn against PyTorch. A slice is
+by slice, in alternating order, bench.py's PAUSE_S apart, as bench.py sets charrnn against PyTorch. A slice is
 --iters training iterations; its time is their median. "speedup" is the median over pairs of A's
 time over B's (above 1: B is faster); the pairs' range is printed beside it, since on a shared VM
 one slice can run a third slower than the next.
@@ -16,11 +16,13 @@ import argparse
 import importlib.util
 import json
 import os
+import sys
 import time
 
 import numpy as np
 
-PAUSE_S = 0.05
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_args, when loaded by path
+from bench_args import positive, positive_list  # noqa: E402
 
 
 def load_bench(tree, name):
@@ -31,6 +33,8 @@ def load_bench(tree, name):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    if not hasattr(module, "Session"):
+        raise SystemExit(f"{tree}'s scripts/bench.py predates live benchmark children (bench.py's Session)")
     return module
 
 
@@ -42,14 +46,18 @@ def session_args(args):
 
 
 def compare(benches, hidden, args):
-    sessions = [bench.Session("charrnn", hidden, session_args(args)) for bench in benches]
+    sessions = []
     try:
+        for bench in benches:
+            sessions.append(bench.Session("charrnn", hidden, session_args(args)))
         times = [[], []]
         for index in range(args.slices):
             order = (0, 1) if index % 2 == 0 else (1, 0)
             for which in order:
-                time.sleep(PAUSE_S)
+                time.sleep(benches[which].PAUSE_S)
                 times[which].append(float(np.median(sessions[which].train(args.iters, 60.0))))
+        for session in sessions:
+            session.close()  # asks the child to finish, so it ends at once
     finally:
         for session in sessions:
             session.stop()
@@ -67,10 +75,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("a", help="the first charrnn checkout (the baseline)")
     parser.add_argument("b", help="the second checkout (the change)")
-    parser.add_argument("--hidden", default="256", help="comma-separated hidden sizes")
-    parser.add_argument("--slices", type=int, default=16, help="slices per tree and size")
-    parser.add_argument("--iters", type=int, default=3, help="training iterations per slice")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for both")
+    parser.add_argument("--hidden", type=positive_list, default=[256], help="comma-separated hidden sizes")
+    parser.add_argument("--slices", type=positive, default=16, help="slices per tree and size")
+    parser.add_argument("--iters", type=positive, default=3, help="training iterations per slice")
+    parser.add_argument("--threads", type=positive, default=os.cpu_count(), help="threads for both")
     parser.add_argument("--plan", choices=("batch", "units"), default="batch", help="the split both use")
     parser.add_argument("--json", action="store_true", help="one JSON object per hidden size")
     args = parser.parse_args(argv)
@@ -78,7 +86,7 @@ def main(argv=None):
     if not args.json:
         print(f"A: {os.path.abspath(args.a)}\nB: {os.path.abspath(args.b)}")
         print(f"{args.slices} pairs of {args.iters}-iteration slices, {args.threads} threads, {args.plan} split")
-    for hidden in (int(h) for h in args.hidden.split(",")):
+    for hidden in args.hidden:
         row = compare(benches, hidden, args)
         if args.json:
             print(json.dumps(row), flush=True)

@@ -3,7 +3,7 @@
     python scripts/bench_panels.py               # B/2 = 25 rows (a 2-thread batch split) and 50, H in 128,256,512
     python scripts/bench_panels.py --rows 25 --hidden 256 --quick
 
-Each shape is a recurrent step's product as training runs it, T = 50 steps in a row on one thread:
+Each shape is a recurrent step's product as training runs it, timed over 50 steps in a row on one thread:
 forward h (rows x H) times W_h (H x 4H), backward dgates (rows x 4H) times W_h^T (4H x H). Three ways:
     panels    charrnn.kernels.panels.panel_product: W packed once, 5- and 4-row tiles (row_tiles)
     4-row     the same panels and 4-row tile, with rows beyond whole 4-row tiles in a zero-padded
@@ -15,9 +15,14 @@ and 4-row results are checked to be the same bits.
 """
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_args, when loaded by path
+from bench_args import positive, positive_list  # noqa: E402
 
 STEPS = 50
 
@@ -25,24 +30,24 @@ STEPS = 50
 def four_row_driver():
     """panel_product as it was with 4-row tiles alone, compiled here from the same tile."""
     from charrnn.jit import njit
-    from charrnn.kernels.panels import TILE_ROWS, product_tile
+    from charrnn.kernels.panels import TILE_ROWS_4, product_tile_4
 
     @njit
     def product(out, a, panels, steps):
         M = a.shape[0]
         P, K, width = panels.shape
-        full = M - M % TILE_ROWS
-        spare_a = np.zeros((TILE_ROWS, K), a.dtype)
-        spare_out = np.zeros((TILE_ROWS, width), a.dtype)
+        full = M - M % TILE_ROWS_4
+        spare_a = np.zeros((TILE_ROWS_4, K), a.dtype)
+        spare_out = np.zeros((TILE_ROWS_4, width), a.dtype)
         for _ in range(steps):
             for p in range(P):
-                for row in range(0, full, TILE_ROWS):
-                    product_tile(out, a, panels[p], row, p * width, False)
+                for row in range(0, full, TILE_ROWS_4):
+                    product_tile_4(out, a, panels[p], row, p * width, False)
                 if full < M:
                     for r in range(M - full):
                         for k in range(K):
                             spare_a[r, k] = a[full + r, k]
-                    product_tile(spare_out, spare_a, panels[p], 0, 0, False)
+                    product_tile_4(spare_out, spare_a, panels[p], 0, 0, False)
                     for r in range(M - full):
                         for j in range(width):
                             out[full + r, p * width + j] = spare_out[r, j]
@@ -94,9 +99,9 @@ def measure(rows, depth, width, repeats, run):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", default="25,50", help="comma-separated rows per product (streams per thread)")
-    parser.add_argument("--hidden", default="128,256,512", help="comma-separated hidden sizes")
-    parser.add_argument("--repeats", type=int, default=20, help="timings of each way per shape")
+    parser.add_argument("--rows", type=positive_list, default=[25, 50], help="comma-separated rows per product")
+    parser.add_argument("--hidden", type=positive_list, default=[128, 256, 512], help="comma-separated hidden sizes")
+    parser.add_argument("--repeats", type=positive, default=20, help="timings of each way per shape")
     parser.add_argument("--quick", action="store_true", help="3 repetitions: a rough number fast")
     args = parser.parse_args(argv)
     from charrnn import machine
@@ -110,8 +115,8 @@ def main(argv=None):
     print(
         f"{'product':>24} {'panels':>8} {'4-row':>8} {'blas':>8} {'x 4-row':>8} {'x blas':>7}   GFLOP/s, one core, best of {repeats}"
     )
-    for hidden in (int(h) for h in args.hidden.split(",")):
-        for rows in (int(r) for r in args.rows.split(",")):
+    for hidden in args.hidden:
+        for rows in args.rows:
             for depth, width in ((hidden, 4 * hidden), (4 * hidden, hidden)):
                 rates = measure(rows, depth, width, repeats, run)
                 shape = f"({rows}x{depth})({depth}x{width})"

@@ -4,7 +4,7 @@ A recurrent step multiplies a thin matrix (B rows, or fewer) by the same W_h at 
 A BLAS packs W_h into its own layout at every call, which at large H costs about as much as the
 arithmetic; here W is packed once per window (`pack_panels`) and every step reuses it.
 
-`product_tile` computes a 4-row tile of out = a @ W over one panel, `product_tile_5` a 5-row one: the
+`product_tile_4` computes a 4-row tile of out = a @ W over one panel, `product_tile_5` a 5-row one: the
 rows x 2 vector accumulators stay in registers through the whole depth, each step one fused
 multiply-add per accumulator. It is written in LLVM IR (Numba has no vector types), with llvm.fma on
 <8 x float> or <4 x double>, which LLVM lowers to whatever the CPU has. Each output element is the
@@ -22,7 +22,7 @@ from numba.extending import intrinsic
 from charrnn.jit import njit
 from charrnn.kernels.blas import gemm_tiled
 
-TILE_ROWS = 4
+TILE_ROWS_4, TILE_ROWS_5 = 4, 5  # the two tiles' rows (the spare rows go through the 4-row one)
 
 
 def _lanes(dtype):
@@ -128,20 +128,20 @@ def _tile_signature(out, a, panel):
 
 
 @intrinsic
-def product_tile(typingctx, out, a, panel, row, column, accumulate):
+def product_tile_4(typingctx, out, a, panel, row, column, accumulate):
     """out[row:row+4, column:column+W] (+)= a[row:row+4] @ panel, panel (K, W) with W = 2 vectors."""
-    return _tile_signature(out, a, panel), _tile_codegen(4)
+    return _tile_signature(out, a, panel), _tile_codegen(TILE_ROWS_4)
 
 
 @intrinsic
 def product_tile_5(typingctx, out, a, panel, row, column, accumulate):
-    """As product_tile, on 5 rows."""
-    return _tile_signature(out, a, panel), _tile_codegen(5)
+    """As product_tile_4, on 5 rows."""
+    return _tile_signature(out, a, panel), _tile_codegen(TILE_ROWS_5)
 
 
 def _row_codegen(group):
     """Code for out[W*first : W*(first+group)] = x @ panels[first : first+group]: 2 * group vector
-    accumulators, one fma each per k, so a column's result is product_tile's fma chain for its row."""
+    accumulators, one fma each per k, so a column's result is product_tile_4's fma chain for its row."""
 
     def codegen(context, builder, sig, args):
         element, vector, lanes, fma = _vector_fma(context, builder, sig.args[0].dtype)
@@ -260,13 +260,14 @@ def step_product(out, a, W, panels, accumulate, tile_mnk):
 
 @njit
 def row_tiles(M):
-    """(5-row tiles, 4-row tiles) covering as many of M rows as whole tiles can: every M >= 12
-    exactly, the rest (M in 1-3, 6, 7, 11) with a remainder of 1-3 rows."""
-    fives = M // 5
-    fives -= (fives - M % 4) % 4  # fives = M (mod 4), so the 4-row tiles take the rest exactly
+    """(5-row tiles, 4-row tiles) for M rows: the most 5-row tiles that 4-row tiles complete to exactly
+    M (every M >= 12, and 4, 5, 8, 9, 10); otherwise 4-row tiles alone, the 1-3 rows left going to the
+    spare tile. A spare tile costs a whole one however few rows it holds, so 4 + spare beats 5 + 2."""
+    fives = M // TILE_ROWS_5
+    fives -= (fives - M % TILE_ROWS_4) % TILE_ROWS_4  # fives = M (mod 4): the 4-row tiles take the rest
     if fives < 0:
-        return 0, M // TILE_ROWS
-    return fives, (M - 5 * fives) // TILE_ROWS
+        return 0, M // TILE_ROWS_4
+    return fives, (M - TILE_ROWS_5 * fives) // TILE_ROWS_4
 
 
 @njit
@@ -278,23 +279,23 @@ def panel_product(out, a, panels, accumulate):
     M = a.shape[0]
     P, K, width = panels.shape
     fives, fours = row_tiles(M)
-    split = 5 * fives
-    full = split + TILE_ROWS * fours
-    spare_a = np.zeros((TILE_ROWS, K if full < M else 0), a.dtype)
-    spare_out = np.zeros((TILE_ROWS, width if full < M else 0), a.dtype)
+    split = TILE_ROWS_5 * fives
+    full = split + TILE_ROWS_4 * fours
+    spare_a = np.zeros((TILE_ROWS_4, K if full < M else 0), a.dtype)
+    spare_out = np.zeros((TILE_ROWS_4, width if full < M else 0), a.dtype)
     for p in range(P):
         column = p * width
-        for row in range(0, split, 5):
+        for row in range(0, split, TILE_ROWS_5):
             product_tile_5(out, a, panels[p], row, column, accumulate)
-        for row in range(split, full, TILE_ROWS):
-            product_tile(out, a, panels[p], row, column, accumulate)
+        for row in range(split, full, TILE_ROWS_4):
+            product_tile_4(out, a, panels[p], row, column, accumulate)
         if full < M:
             for r in range(M - full):
                 for k in range(K):
                     spare_a[r, k] = a[full + r, k]
                 for j in range(width):
                     spare_out[r, j] = out[full + r, column + j] if accumulate else 0.0
-            product_tile(spare_out, spare_a, panels[p], 0, 0, accumulate)
+            product_tile_4(spare_out, spare_a, panels[p], 0, 0, accumulate)
             for r in range(M - full):
                 for j in range(width):
                     out[full + r, column + j] = spare_out[r, j]

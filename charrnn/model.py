@@ -414,7 +414,7 @@ class Model:
         return dstate
 
     def _backward_batch(self, window, grads, inputs, state, dstate, dfinal_state, use_dropout, recurrent):
-        W_h_T = [np.ascontiguousarray(W_h.T) for W_h in recurrent]
+        W_h_T = [W_h.T for W_h in recurrent]  # views: each thread's kernel packs its panels from one
         tasks = []
         for k, (ws, rows) in enumerate(zip(window.parts, window.rows)):
             if k == 0:

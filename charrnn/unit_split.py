@@ -28,7 +28,7 @@ from charrnn.parallel import run_parts
 def grouped_weights(window, params, recurrent, for_backward):
     """Per layer: W_x and b with the gate axis grouped, each thread's columns of W_x (layers
     above 0, whose input is a product) and of W_h as contiguous copies, and, for a backward,
-    each thread's rows of W_h transposed."""
+    each thread's rows of W_h transposed (views: the kernels pack them)."""
     layers = []
     for layer, W_h in enumerate(recurrent):
         W_x = params[f"layer{layer}.W_x"][:, window.perm]
@@ -42,9 +42,7 @@ def grouped_weights(window, params, recurrent, for_backward):
                 else None,
                 "b": params[f"layer{layer}.b"][window.perm],
                 "W_h_columns": [np.ascontiguousarray(W_h[:, G * f : G * (f + n)]) for f, n in window.units],
-                "W_h_T_rows": [np.ascontiguousarray(W_h[f : f + n].T) for f, n in window.units]
-                if for_backward
-                else None,
+                "W_h_T_rows": [W_h[f : f + n].T for f, n in window.units] if for_backward else None,
             }
         )
     return layers

@@ -204,7 +204,7 @@ def lnlstm_backward(
 ):
     """BPTT: dgates (T, B, GH) receives d(a), drec (T, B, GH) d(h_{t-1} W_h) (what W_h and the
     previous h see), dm_seq (T, B, H) d(LN(c_t)) (what gain_c and bias_c see); dh0, dc0 receive the
-    initial state's gradients. W_h_T (GH, H) is W_h transposed, C-contiguous."""
+    initial state's gradients. W_h_T (GH, H) is W_h transposed (a view will do)."""
     T, B, GH = gates.shape
     dh_next, dc_next = dh0, dc0
     copy_into(dh_next, dh_last)

@@ -11,7 +11,7 @@ where the reset gate multiplies h W_hn. For LSTM and RNN the caller passes the s
 `dh_seq` holds the loss gradient reaching each step's output h_t from above; `dh_last` and
 `dc_last` are gradients reaching the final state (zero unless a caller differentiates through it);
 `dh0`, `dc0` receive the gradients of the initial state. Backward kernels take the rows of W_h for
-their units, transposed (W_h_T, (GH, count)), as a C-contiguous copy.
+their units, transposed (W_h_T, (GH, count)): a view of W_h is enough, since the kernel packs it.
 
 Every sequence kernel runs units first .. first+count of a layer (all H with one thread): their gate
 block of the (thread-grouped, charrnn.plan) gate axis, their columns of W_h. With workers > 1 the

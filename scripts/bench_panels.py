@@ -24,58 +24,59 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench_args, when loaded by path
 from bench_args import positive, positive_list  # noqa: E402
 
+from charrnn import machine  # noqa: E402
+from charrnn.jit import njit  # noqa: E402
+from charrnn.kernels.blas import gemm  # noqa: E402
+from charrnn.kernels.panels import (  # noqa: E402
+    TILE_ROWS_4,
+    packed_weights,
+    panel_product,
+    product_space,
+    product_tile_4,
+)
+from charrnn.parallel import pin_blas  # noqa: E402
+
 STEPS = 50
 
 
-def four_row_driver():
-    """panel_product as it was with 4-row tiles alone, compiled here from the same tile."""
-    from charrnn.jit import njit
-    from charrnn.kernels.panels import TILE_ROWS_4, product_tile_4
-
-    @njit
-    def product(out, a, panels, steps):
-        M = a.shape[0]
-        P, K, width = panels.shape
-        full = M - M % TILE_ROWS_4
-        spare_a = np.zeros((TILE_ROWS_4, K), a.dtype)
-        spare_out = np.zeros((TILE_ROWS_4, width), a.dtype)
-        for _ in range(steps):
-            for p in range(P):
-                for row in range(0, full, TILE_ROWS_4):
-                    product_tile_4(out, a, panels[p], row, p * width, False)
-                if full < M:
-                    for r in range(M - full):
-                        for k in range(K):
-                            spare_a[r, k] = a[full + r, k]
-                    product_tile_4(spare_out, spare_a, panels[p], 0, 0, False)
-                    for r in range(M - full):
-                        for j in range(width):
-                            out[full + r, p * width + j] = spare_out[r, j]
-
-    return product
+@njit
+def four_row_steps(out, a, panels, steps):
+    """panel_product as it was with 4-row tiles alone, from the same tile, `steps` times."""
+    M = a.shape[0]
+    P, K, width = panels.shape
+    full = M - M % TILE_ROWS_4
+    spare_a = np.zeros((TILE_ROWS_4, K), a.dtype)
+    spare_out = np.zeros((TILE_ROWS_4, width), a.dtype)
+    for _ in range(steps):
+        for p in range(P):
+            for row in range(0, full, TILE_ROWS_4):
+                product_tile_4(out, a, panels[p], row, p * width, False)
+            if full < M:
+                for r in range(M - full):
+                    for k in range(K):
+                        spare_a[r, k] = a[full + r, k]
+                product_tile_4(spare_out, spare_a, panels[p], 0, 0, False)
+                for r in range(M - full):
+                    for j in range(width):
+                        out[full + r, p * width + j] = spare_out[r, j]
 
 
-def drivers():
-    from charrnn.jit import njit
-    from charrnn.kernels.blas import gemm
-    from charrnn.kernels.panels import panel_product
-
-    @njit
-    def panels(out, a, packed, steps):
-        for _ in range(steps):
-            panel_product(out, a, packed, False)
-
-    @njit
-    def blas(out, a, W, steps):
-        for _ in range(steps):
-            gemm(out, a, W, 0.0)
-
-    return {"panels": panels, "4-row": four_row_driver(), "blas": blas}
+@njit
+def panel_steps(out, a, panels, steps):
+    for _ in range(steps):
+        panel_product(out, a, panels, False)
 
 
-def measure(rows, depth, width, repeats, run):
-    from charrnn.kernels.panels import packed_weights, product_space
+@njit
+def blas_steps(out, a, W, steps):
+    for _ in range(steps):
+        gemm(out, a, W, 0.0)
 
+
+WAYS = {"panels": panel_steps, "4-row": four_row_steps, "blas": blas_steps}
+
+
+def measure(rows, depth, width, repeats):
     rng = np.random.default_rng(0)
     a = rng.standard_normal((rows, depth)).astype(np.float32)
     W = rng.standard_normal((depth, width)).astype(np.float32)
@@ -83,13 +84,13 @@ def measure(rows, depth, width, repeats, run):
     outs = {name: product_space(rows, W, packed) for name in ("panels", "4-row")}
     outs["blas"] = np.empty((rows, width), np.float32)
     operands = {"panels": packed, "4-row": packed, "blas": W}
-    best = dict.fromkeys(run, np.inf)
-    for name, driver in run.items():
+    best = dict.fromkeys(WAYS, np.inf)
+    for name, driver in WAYS.items():
         driver(outs[name], a, operands[name], 1)  # compiles or loads the cache
     for repeat in range(repeats):
-        for name in run if repeat % 2 == 0 else reversed(list(run)):
+        for name in WAYS if repeat % 2 == 0 else reversed(list(WAYS)):
             start = time.perf_counter()
-            run[name](outs[name], a, operands[name], STEPS)
+            WAYS[name](outs[name], a, operands[name], STEPS)
             best[name] = min(best[name], time.perf_counter() - start)
     if not np.array_equal(outs["panels"], outs["4-row"]):
         raise SystemExit(f"panels and 4-row tiles gave different bits for ({rows}x{depth})({depth}x{width})")
@@ -104,21 +105,17 @@ def main(argv=None):
     parser.add_argument("--repeats", type=positive, default=20, help="timings of each way per shape")
     parser.add_argument("--quick", action="store_true", help="3 repetitions: a rough number fast")
     args = parser.parse_args(argv)
-    from charrnn import machine
-    from charrnn.parallel import pin_blas
-
     blas = machine.blas_info()
     pin_blas()  # one thread for the BLAS, as in training
     print(f"CPU: {machine.cpu_model()}; BLAS: {machine.blas_summary(blas)}, pinned to 1 thread")
     repeats = 3 if args.quick else args.repeats
-    run = drivers()
     print(
         f"{'product':>24} {'panels':>8} {'4-row':>8} {'blas':>8} {'x 4-row':>8} {'x blas':>7}   GFLOP/s, one core, best of {repeats}"
     )
     for hidden in args.hidden:
         for rows in args.rows:
             for depth, width in ((hidden, 4 * hidden), (4 * hidden, hidden)):
-                rates = measure(rows, depth, width, repeats, run)
+                rates = measure(rows, depth, width, repeats)
                 shape = f"({rows}x{depth})({depth}x{width})"
                 print(
                     f"{shape:>24} {rates['panels']:8.1f} {rates['4-row']:8.1f} {rates['blas']:8.1f} "

@@ -13,7 +13,7 @@ def test_the_4_row_driver_is_the_panel_product_to_the_bit_on_rows_with_a_spare()
     panels = packed_weights(W, bench.STEPS)
     ours, theirs = product_space(27, W, panels), product_space(27, W, panels)
     panel_product(ours, a, panels, False)
-    bench.four_row_driver()(theirs, a, panels, 1)
+    bench.four_row_steps(theirs, a, panels, 1)
     assert np.array_equal(ours, theirs)
     np.testing.assert_allclose(ours[:, :48], a.astype(np.float64) @ W, rtol=0, atol=1e-4)
 

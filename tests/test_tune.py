@@ -242,11 +242,13 @@ def test_two_workers_on_one_machine_split_the_cores(corpus, space, tmp_path, cap
 def _program(name, *folders):
     """`name` on PATH, else in the last match of the first folder pattern that has it (None: nowhere)."""
     found = shutil.which(name)
-    for pattern in () if found else folders:
+    if found:
+        return found
+    for pattern in folders:
         matches = sorted(glob.glob(os.path.join(pattern, name)))
         if matches:
             return matches[-1]
-    return found
+    return None
 
 
 def _free_port():
